@@ -1,0 +1,3 @@
+module github.com/kubeftp/kubeftp-edge
+
+go 1.25

@@ -1,0 +1,50 @@
+// Package desired computes the edge configuration that the cluster asks for. It is pure: it
+// reads Kubernetes objects handed to it and returns the vars contract (schema 1) that the
+// haproxy-ftp role consumes, plus per-Service warnings. No clientset, no I/O, no clock.
+package desired
+
+// Schema is the version of the vars contract (ansible/README.md) this package emits.
+const Schema = 1
+
+// State is the whole desired edge configuration: the value of the Ansible variable
+// haproxy_ftp_state. Field names and JSON tags are the contract; change them only with Schema.
+type State struct {
+	Schema     int       `json:"schema"`
+	Generation string    `json:"generation"`
+	Services   []Service `json:"services"`
+}
+
+// Service is one FTP Service served by the edge: a control listener and its passive range.
+type Service struct {
+	ID                  string   `json:"id"`
+	Source              string   `json:"source"`
+	EdgeGroup           string   `json:"edge_group"`
+	BindAddress         string   `json:"bind_address"`
+	ControlPort         int      `json:"control_port"`
+	ControlNodePort     int      `json:"control_node_port"`
+	PassiveMin          int      `json:"passive_min"`
+	PassiveMax          int      `json:"passive_max"`
+	PassiveOffset       *int     `json:"passive_offset"`
+	PassiveNodePorts    []int    `json:"passive_node_ports"`
+	TrafficPolicy       string   `json:"traffic_policy"`
+	HealthCheckNodePort int      `json:"health_check_node_port"`
+	Timeouts            Timeouts `json:"timeouts"`
+	MaxConn             int      `json:"maxconn"`
+	SendProxy           string   `json:"send_proxy"`
+	Nodes               []Node   `json:"nodes"`
+}
+
+// Timeouts are HAProxy time values (e.g. "5s", "1h").
+type Timeouts struct {
+	Connect string `json:"connect"`
+	Client  string `json:"client"`
+	Server  string `json:"server"`
+	Check   string `json:"check"`
+}
+
+// Node is one HAProxy server: a Kubernetes node that carries the Service's NodePorts.
+type Node struct {
+	Name    string `json:"name"`
+	Address string `json:"address"`
+	ID      int    `json:"id"`
+}
