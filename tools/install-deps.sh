@@ -24,3 +24,4 @@ for svc in haproxy vsftpd ssh; do
 done
 
 "$root/tools/build-control-plane.sh"
+"$root/tools/build-helm.sh"
