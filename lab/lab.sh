@@ -246,7 +246,8 @@ node_list() {  # "all" | "1,3" -> node indexes, validated
 
 nodeport_add() {  # NODES CTRL_NODEPORT PASV_MIN PASV_MAX +OFFSET|NP,NP,.. [POD_IP] [CTRL_PORT]
   [ $# -ge 5 ] || usage
-  local nodes=$1 cnp=$2 pmin=$3 pmax=$4 map=$5 pod=${6:-$POD_IP} cport=${7:-21} k j np chain nps
+  local nodes cnp=$2 pmin=$3 pmax=$4 map=$5 pod=${6:-$POD_IP} cport=${7:-21} k j np chain nps
+  nodes=$(node_list "$1")  # an assignment, so that a bad node list stops the script
   for v in "$cnp" "$pmin" "$pmax" "$cport"; do int_in "$v" 1 65535 || die "port '$v': want 1..65535"; done
   [ "$pmin" -le "$pmax" ] || die "passive range $pmin-$pmax is empty"
   [[ $pod =~ ^[0-9]+(\.[0-9]+){3}$ ]] || die "pod address '$pod': want IPv4"
@@ -259,7 +260,7 @@ nodeport_add() {  # NODES CTRL_NODEPORT PASV_MIN PASV_MAX +OFFSET|NP,NP,.. [POD_
     [ "${#nps[@]}" -eq $((pmax - pmin + 1)) ] || die "passive map has ${#nps[@]} ports for a range of $((pmax - pmin + 1))"
     for np in "${nps[@]}"; do int_in "$np" 1 65535 || die "nodePort '$np': want 1..65535"; done
   fi
-  for k in $(node_list "$nodes"); do
+  for k in $nodes; do
     if ns "n$k" iptables -t nat -n -L "$chain" >/dev/null 2>&1; then
       ns "n$k" iptables -t nat -F "$chain"
     else
@@ -281,8 +282,9 @@ nodeport_add() {  # NODES CTRL_NODEPORT PASV_MIN PASV_MAX +OFFSET|NP,NP,.. [POD_
 
 nodeport_del() {  # NODES CTRL_NODEPORT
   [ $# -eq 2 ] || usage
-  local k chain=KFE-SVC-$2
-  for k in $(node_list "$1"); do
+  local k nodes chain=KFE-SVC-$2
+  nodes=$(node_list "$1")
+  for k in $nodes; do
     ns "n$k" iptables -t nat -D KFE-NODEPORTS -j "$chain" 2>/dev/null || true
     ns "n$k" iptables -t nat -F "$chain" 2>/dev/null || true
     ns "n$k" iptables -t nat -X "$chain" 2>/dev/null || true
@@ -558,8 +560,10 @@ up() {
   local i
   [ "$(id -u)" = 0 ] || die "needs root (network namespaces)"
   if healthy; then echo "lab $P already up ($DIR)"; return 0; fi
-  # half up (or never up): start clean
+  # half up (or never up): start clean, and never leave a half-built lab behind
   down >/dev/null
+  trap 'rc=$?; trap - EXIT INT TERM; echo "lab.sh: up failed, tearing down" >&2; down >/dev/null 2>&1; exit $rc' EXIT
+  trap 'exit 130' INT TERM
   mkdir -p "$DIR" "$RUN" "$LOG" "$DIR/cp"
   write_env
   net_up
@@ -572,6 +576,7 @@ up() {
     haproxy_start "$i"
   done
   write_inventory
+  trap - EXIT INT TERM
   echo "lab $P up: $NODES node(s), $EDGES edge(s), run dir $DIR, inventory $DIR/inventory.yml"
 }
 
