@@ -19,6 +19,7 @@
 #   nodeport-add NODES CTRL_NODEPORT PASV_MIN PASV_MAX +OFFSET|NP,NP,.. [POD_IP] [CTRL_PORT]
 #   nodeport-del NODES CTRL_NODEPORT       NODES: "all" or a list like 1,3
 #   nodeport-list K
+#   healthz K PORT ok|fail|off             kube-proxy's /healthz of a Local Service on node K
 #   edge-sshd stop|start I
 #   haproxy-start I | haproxy-stop I | haproxy-reload I | master-cli I CMD | stats-cli I CMD
 #   exec NS CMD...                         NS: client, pod, sw, e<i>, n<k>
@@ -299,6 +300,35 @@ node_fail() {  # the node's NodePorts vanish: connections to them get a RST
 node_restore() {
   int_in "$1" 1 "$NODES" || die "node '$1': want 1..$NODES"
   node_hooked "$1" || ns "n$1" iptables -t nat -I PREROUTING 1 -i eth0 -j KFE-NODEPORTS
+}
+
+# kube-proxy's health check NodePort of an externalTrafficPolicy=Local Service: HTTP /healthz
+# answering 200 while the node has a local endpoint, 503 otherwise.
+healthz() {  # K PORT ok|fail|off
+  [ $# -eq 3 ] || usage
+  local k=$1 port=$2 state=$3 code name
+  int_in "$k" 1 "$NODES" || die "node '$k': want 1..$NODES"
+  int_in "$port" 1 65535 || die "port '$port': want 1..65535"
+  name=healthz-n$k-$port
+  stop_pidfile "$RUN/$name.pid" socat
+  case "$state" in
+    ok)   code=200 ;;
+    fail) code=503 ;;
+    off)  return 0 ;;
+    *)    die "healthz state '$state': want ok, fail or off" ;;
+  esac
+  # reads the request head before answering: closing on unread data would send a RST
+  cat >"$RUN/healthz.sh" <<'EOF'
+cr=$(printf '\r')
+while IFS= read -r l; do
+  case "$l" in "" | "$cr") break ;; esac
+done
+case "$1" in 200) text=OK ;; *) text="Service Unavailable" ;; esac
+printf 'HTTP/1.0 %s %s\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}' "$1" "$text"
+EOF
+  start_daemon "$name" "n$k" socat socat -T 5 "TCP-LISTEN:$port,bind=$(node_ip "$k"),reuseaddr,fork" \
+    "EXEC:/bin/sh $RUN/healthz.sh $code"
+  wait_listening "n$k" "$(node_ip "$k")" "$port" "healthz of n$k"
 }
 
 # --- services ---
@@ -594,6 +624,9 @@ down() {
     edge_sshd_stop "$i"
   done
   stop_pidfile "$RUN/vsftpd.pid" vsftpd
+  for s in "$RUN"/healthz-*.pid; do
+    [ -f "$s" ] && stop_pidfile "$s" socat
+  done
   net_down
   echo "lab $P down"
 }
@@ -655,6 +688,7 @@ case "$cmd" in
   node-linkup)    int_in "${1:-}" 1 "$NODES" || die "node: want 1..$NODES"; ip -n "$P-n$1" link set eth0 up ;;
   nodeport-add)   nodeport_add "$@" ;;
   nodeport-del)   nodeport_del "$@" ;;
+  healthz)        healthz "$@" ;;
   nodeport-list)  int_in "${1:-}" 1 "$NODES" || die "node: want 1..$NODES"; ns "n$1" iptables -t nat -S ;;
   edge-sshd)
     edge_index "${2:-}"

@@ -212,6 +212,27 @@ func TestLab(t *testing.T) {
 		}
 	})
 
+	t.Run("healthz of a Local service", func(t *testing.T) {
+		url := fmt.Sprintf("http://%s:32456/healthz", l.NodeAddr(2))
+		status := func() (string, error) {
+			return l.Exec(ctx, "e1", "curl", "-sS", "--max-time", "3", "-o", "/dev/null", "-w", "%{http_code}", url)
+		}
+		for _, tt := range []struct{ state, want string }{{"ok", "200"}, {"fail", "503"}} {
+			if _, err := l.Script(ctx, "healthz", "2", "32456", tt.state); err != nil {
+				t.Fatal(err)
+			}
+			if got, err := status(); err != nil || got != tt.want {
+				t.Errorf("healthz %s: status %q, %v; want %s", tt.state, got, err, tt.want)
+			}
+		}
+		if _, err := l.Script(ctx, "healthz", "2", "32456", "off"); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := status(); err == nil {
+			t.Errorf("healthz off still answers %q", got)
+		}
+	})
+
 	t.Run("a failed reload keeps the old worker", func(t *testing.T) {
 		before := currentWorker(ctx, t, l)
 		good, _, err := l.EdgeConfig(1)
