@@ -2,9 +2,9 @@ package apply
 
 import (
 	"bytes"
-	"io"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"sort"
 	"strconv"

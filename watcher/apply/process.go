@@ -48,32 +48,38 @@ func killGroup(pgid int) {
 }
 
 // reapGroup kills what is left of the group pgid and waits, up to timeout, until no process of
-// it remains. Killed workers whose parent died are re-parented to init, or to this process when
+// it is alive. Killed workers whose parent died are re-parented to init, or to this process when
 // it runs as PID 1 in a container: those it reaps itself, by pid, so that no zombie stays behind
-// and no other child's exit status is taken. It returns the number of processes left.
+// and no other child's exit status is taken. Zombies of another parent are dead already; their
+// parent (init) collects them. It returns the number of processes still alive or ours to reap.
 func reapGroup(pgid int, timeout time.Duration) int {
 	deadline := time.Now().Add(timeout)
 	self := os.Getpid()
 	for {
 		killGroup(pgid)
-		members := groupMembers(pgid)
-		for _, m := range members {
+		left := 0
+		for _, m := range groupMembers(pgid) {
 			if m.ppid == self {
 				var ws syscall.WaitStatus
-				_, _ = syscall.Wait4(m.pid, &ws, syscall.WNOHANG, nil)
+				if pid, _ := syscall.Wait4(m.pid, &ws, syscall.WNOHANG, nil); pid == m.pid {
+					continue
+				}
+			}
+			if m.state != 'Z' || m.ppid == self {
+				left++
 			}
 		}
-		if len(members) == 0 {
-			return 0
+		if left == 0 || time.Now().After(deadline) {
+			return left
 		}
-		if time.Now().After(deadline) {
-			return len(members)
-		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
-type procInfo struct{ pid, ppid, pgid int }
+type procInfo struct {
+	pid, ppid, pgid int
+	state           byte // R, S, D, Z, ...
+}
 
 // groupMembers lists the processes (zombies included) of group pgid from /proc.
 func groupMembers(pgid int) []procInfo {
@@ -111,8 +117,8 @@ func readProcStat(path string) (procInfo, bool) {
 	}
 	ppid, err1 := strconv.Atoi(string(fields[1]))
 	pgrp, err2 := strconv.Atoi(string(fields[2]))
-	if err := errors.Join(err1, err2); err != nil {
+	if err := errors.Join(err1, err2); err != nil || len(fields[0]) != 1 {
 		return procInfo{}, false
 	}
-	return procInfo{pid: pid, ppid: ppid, pgid: pgrp}, true
+	return procInfo{pid: pid, ppid: ppid, pgid: pgrp, state: fields[0][0]}, true
 }

@@ -60,9 +60,10 @@ type Runner struct {
 	outputMax int
 }
 
-// maxControlPathDir keeps ssh's control socket path ("<dir>/<40-char hash>") under the 108-byte
-// limit of a unix socket path; ssh fails with an obscure error past it.
-const maxControlPathDir = 60
+// maxControlPathDir keeps ssh's control socket path under the 108-byte limit of a unix socket
+// path: ansible names sockets "<dir>/<10-char hash>" and ssh binds them first with a 17-byte
+// random suffix. Past it ssh fails with an obscure error on every host.
+const maxControlPathDir = 76
 
 // outputTail bounds how much of ansible's stdout and stderr a run keeps for the debug log.
 const outputTail = 64 << 10
