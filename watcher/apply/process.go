@@ -14,10 +14,12 @@ import (
 	goexec "github.com/apenella/go-ansible/v2/pkg/execute/exec"
 )
 
-// groupExec starts ansible-playbook as the leader of a new process group and, when the context
-// is cancelled, kills the whole group: ansible forks workers and modules fork commands, and
-// killing only the leader (what exec.CommandContext does) leaves them running. It implements
-// go-ansible's execute.Executabler.
+// groupExec starts ansible-playbook as the leader of a new session, and so of a new process
+// group, and when the context is cancelled kills the whole group: ansible forks workers and
+// modules fork commands, and killing only the leader (what exec.CommandContext does) leaves them
+// running. A new session rather than only a new group: go-ansible hands the process our stdin,
+// and a background group of a terminal's session would be stopped (SIGTTIN/SIGTTOU) if it
+// touched that terminal. It implements go-ansible's execute.Executabler.
 type groupExec struct {
 	cmd *exec.Cmd // the last command made, to read its pid and exit status
 }
@@ -28,7 +30,7 @@ func (g *groupExec) Command(name string, arg ...string) goexec.Cmder {
 
 func (g *groupExec) CommandContext(ctx context.Context, name string, arg ...string) goexec.Cmder {
 	cmd := exec.CommandContext(ctx, name, arg...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	cmd.Cancel = func() error {
 		killGroup(cmd.Process.Pid)
 		return nil
