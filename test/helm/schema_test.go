@@ -1,6 +1,8 @@
 package helm
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -13,6 +15,14 @@ func TestRejects(t *testing.T) {
 	ftp := []string{"--set", "ftpServer.enabled=true", "--set", "ftpServer.edgeAddress=192.0.2.1",
 		"--set", "ftpServer.credentials.password=pw"}
 	host := []string{"--set", "edge.hosts[0].name=edge1", "--set", "edge.hosts[0].address=192.0.2.10"}
+	// helm applies --set-file after --set: the SSH cases replace the files instead.
+	setFile := func(key, content string) []string {
+		file := filepath.Join(t.TempDir(), "value")
+		if err := os.WriteFile(file, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return []string{"--set-file", key + "=" + file}
+	}
 	base := append(append(append([]string{}, keys.args()...), ftp...), host...)
 	if _, err := runHelm(t, append([]string{"template", release, chartDir(t)}, base...)...); err != nil {
 		t.Fatalf("the base values of the cases do not render: %v", err)
@@ -24,10 +34,10 @@ func TestRejects(t *testing.T) {
 		// wantErr: fragments of helm's error, naming the value and the rule.
 		wantErr []string
 	}{
-		{"missing known_hosts", []string{"--set", "ssh.knownHosts="}, []string{"ssh.knownHosts", "greater than or equal to 1"}},
-		{"missing private key", []string{"--set", "ssh.privateKey="}, []string{"ssh.privateKey", "greater than or equal to 1"}},
-		{"known_hosts without a host key", []string{"--set", "ssh.knownHosts=edge1 not-a-key"}, []string{"ssh.knownHosts"}},
-		{"public key as private key", []string{"--set", "ssh.privateKey=ssh-ed25519 AAAAC3Nza"}, []string{"ssh.privateKey"}},
+		{"missing known_hosts", setFile("ssh.knownHosts", ""), []string{"ssh.knownHosts", "greater than or equal to 1"}},
+		{"missing private key", setFile("ssh.privateKey", ""), []string{"ssh.privateKey", "greater than or equal to 1"}},
+		{"known_hosts without a host key", setFile("ssh.knownHosts", "edge1 not-a-key\n"), []string{"ssh.knownHosts"}},
+		{"public key as private key", setFile("ssh.privateKey", "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHc edge@example\n"), []string{"ssh.privateKey"}},
 		{"replicas as a string", []string{"--set-string", "replicaCount=2"}, []string{"replicaCount", "Invalid type. Expected: integer, given: string"}},
 		{"zero replicas", []string{"--set", "replicaCount=0"}, []string{"replicaCount", "greater than or equal to 1"}},
 		{"unknown key", []string{"--set", "replicas=2"}, []string{"replicas", "Additional property replicas is not allowed"}},

@@ -323,7 +323,7 @@ func checkFTPServer(t *testing.T, objs objects) {
 	}
 	var watcher appsv1.Deployment
 	objs.decode(t, "Deployment", "kubeftp-edge", &watcher)
-	if len(subset(d.Spec.Template.Labels, watcher.Spec.Selector.MatchLabels)) == len(watcher.Spec.Selector.MatchLabels) {
+	if cmp.Equal(watcher.Spec.Selector.MatchLabels, subset(d.Spec.Template.Labels, watcher.Spec.Selector.MatchLabels)) {
 		t.Error("the watcher's selector matches the FTP server's pods")
 	}
 	pod := d.Spec.Template.Spec
