@@ -316,7 +316,7 @@ type resultFile struct {
 func readResults(path string, limit []string) (Result, error) {
 	data, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return Result{}, errors.New("no results written: no host ran the play")
+		return Result{}, errors.New("no results written: nothing ran")
 	}
 	if err != nil {
 		return Result{}, fmt.Errorf("reading results: %w", err)

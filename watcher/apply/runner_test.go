@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -142,8 +143,8 @@ func TestRunnerNothingRan(t *testing.T) {
 		limit    []string
 		want     string
 	}{
-		{name: "play matches no host", playbook: "nohosts.yml", want: "no results written"},
-		{name: "limit matches no host", playbook: "runner.yml", limit: []string{"ghost"}, want: "exited"},
+		{name: "play matches no host", playbook: "nohosts.yml", want: "nothing ran"},
+		{name: "limit matches no host", playbook: "runner.yml", limit: []string{"ghost"}, want: "no hosts to target"},
 		{name: "limit is a pattern", playbook: "runner.yml", limit: []string{"good*"}, want: "not a plain host name"},
 	}
 	for _, tt := range tests {
@@ -367,4 +368,88 @@ func readStat(t *testing.T, pid int) procInfo {
 		t.Fatalf("cannot read /proc/%d/stat", pid)
 	}
 	return info
+}
+
+// TestRunnerOverSSH runs the playbook over real SSH to two sshd on loopback: one whose host key
+// is pinned, one whose key is not. The runner's ssh settings must let the first through and
+// refuse the second, per host, without holding the first back.
+func TestRunnerOverSSH(t *testing.T) {
+	requireBinary(t, "ansible-playbook")
+	dir := t.TempDir()
+	client := newKey(t, dir, "id_client", "")
+	pinned := startSSHD(t, client.Public)
+	unpinned := startSSHD(t, client.Public)
+	knownHosts := writeFile(t, dir, "known_hosts", knownHostsLine(pinned.Port, pinned.HostKey), 0o644)
+	outDir := filepath.Join(dir, "out")
+	if err := os.Mkdir(outDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	inventory := writeFile(t, dir, "inventory.yml", fmt.Sprintf(`all:
+  vars:
+    ansible_host: 127.0.0.1
+    ansible_user: root
+    ansible_python_interpreter: /usr/bin/python3
+    ansible_remote_tmp: %[1]s/remote-tmp
+    out_dir: %[1]s/out
+  children:
+    edge:
+      hosts:
+        edge-pinned:
+          ansible_port: %[2]d
+        edge-unpinned:
+          ansible_port: %[3]d
+`, dir, pinned.Port, unpinned.Port), 0o600)
+	pb, err := filepath.Abs(filepath.Join("testdata", "runner.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	logBuf := &bytes.Buffer{}
+	r, err := NewRunner(RunnerConfig{
+		InventoryPath: inventory, SSHKeyPath: client.Path, KnownHostsPath: knownHosts,
+		Playbook: pb, WorkDir: filepath.Join(dir, "work"),
+		Logger: slog.New(slog.NewTextHandler(logBuf, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Close() })
+
+	state := exampleState()
+	res, err := r.Apply(context.Background(), Request{State: state})
+	if err != nil {
+		t.Fatalf("Apply() = %v\n%s", err, logBuf.String())
+	}
+	t.Logf("run over SSH took %s", res.Duration)
+	un := res.Hosts["edge-unpinned"]
+	if !strings.Contains(un.Message, "Host key verification failed") {
+		t.Errorf("edge-unpinned message = %q, want ssh's host key verification failure", un.Message)
+	}
+	un.Message = ""
+	want := map[string]HostResult{
+		"edge-pinned":   {Host: "edge-pinned", OK: true},
+		"edge-unpinned": {Host: "edge-unpinned", Unreachable: true},
+	}
+	if diff := cmp.Diff(want, map[string]HostResult{"edge-pinned": res.Hosts["edge-pinned"], "edge-unpinned": un}); diff != "" {
+		t.Errorf("Result.Hosts (-want +got):\n%s", diff)
+	}
+	if b, err := os.ReadFile(filepath.Join(outDir, "edge-pinned.generation")); err != nil || string(b) != state.Generation {
+		t.Errorf("edge-pinned wrote %q, %v; want %q", b, err, state.Generation)
+	}
+	// The known_hosts file is used as given, never written to.
+	kh, err := os.ReadFile(knownHosts)
+	if err != nil || string(kh) != knownHostsLine(pinned.Port, pinned.HostKey) {
+		t.Errorf("known_hosts changed: %q, %v", kh, err)
+	}
+	assertNoKeyMaterial(t, logBuf.String(), client.Body)
+	// ssh's control masters outlive the run on purpose (ControlPersist); stop them now.
+	stopControlMasters(t, filepath.Join(dir, "work", "cp"))
+}
+
+// stopControlMasters asks every ssh control master with a socket in dir to exit.
+func stopControlMasters(t *testing.T, dir string) {
+	t.Helper()
+	socks, _ := filepath.Glob(filepath.Join(dir, "*"))
+	for _, s := range socks {
+		_ = exec.Command("ssh", "-o", "ControlPath="+s, "-O", "exit", "dummy").Run()
+	}
 }
