@@ -170,6 +170,53 @@ func TestRunnerNothingRan(t *testing.T) {
 	}
 }
 
+// TestRunnerInventoryPaths: a relative inventory path once made ansible-playbook run nothing
+// and exit 0. The runner resolves it, and an inventory without hosts is an error, not success.
+func TestRunnerInventoryPaths(t *testing.T) {
+	f := newRunnerFixture(t, map[string]string{"good1": "{}"})
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rel, err := filepath.Rel(wd, f.inventory)
+	if err != nil {
+		t.Fatal(err)
+	}
+	empty := writeFile(t, f.dir, "empty.yml", "all: {}\n", 0o600)
+	pb, err := filepath.Abs(filepath.Join("testdata", "runner.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name, inventory, wantErr string
+	}{
+		{name: "relative", inventory: rel},
+		{name: "no hosts", inventory: empty, wantErr: "nothing ran"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r, err := NewRunner(RunnerConfig{InventoryPath: tt.inventory, SSHKeyPath: f.key.Path,
+				KnownHostsPath: f.knownHosts, Playbook: pb, WorkDir: filepath.Join(f.dir, tt.name)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			res, err := r.Apply(context.Background(), Request{State: exampleState()})
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("Apply() error = %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(map[string]HostResult{"good1": {Host: "good1", OK: true}}, res.Hosts); diff != "" {
+				t.Errorf("Result.Hosts (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
 func TestNewRunnerRefuses(t *testing.T) {
 	f := newRunnerFixture(t, map[string]string{"good1": "{}"})
 	long := filepath.Join(f.dir, strings.Repeat("w", 90))
