@@ -7,6 +7,7 @@ package apply
 
 import (
 	"context"
+	"sort"
 	"time"
 
 	"github.com/kubeftp/kubeftp-edge/watcher/desired"
@@ -52,7 +53,7 @@ func (r Result) Failed() []string {
 			names = append(names, name)
 		}
 	}
-	sortStrings(names)
+	sort.Strings(names)
 	return names
 }
 

@@ -104,5 +104,3 @@ func markUnsafe(v any, path string) (any, error) {
 		return v, nil
 	}
 }
-
-func sortStrings(s []string) { sort.Strings(s) }
