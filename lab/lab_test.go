@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -261,6 +262,47 @@ func TestLab(t *testing.T) {
 		}
 		if err := l.RoundTrip(ctx, Transfer{Client: CurlPASV, Server: edge, Path: "pub/after-failed.bin"}, 1<<16); err != nil {
 			t.Error(err)
+		}
+	})
+
+	t.Run("playbook over SSH with pinned host keys", func(t *testing.T) {
+		vars := filepath.Join(t.TempDir(), "vars.yml")
+		if err := os.WriteFile(vars, []byte("probe: true\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		probe, err := filepath.Abs("testdata/probe.yml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		run, err := l.RunPlaybook(ctx, PlaybookOptions{VarsFile: vars, Playbook: probe})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h := run.Hosts["e1"]; run.ExitCode != 0 || h.Failed() || h.OK == 0 {
+			t.Errorf("probe with the lab's known_hosts: exit %d, %+v\n%s", run.ExitCode, run.Hosts, run.Output)
+		}
+
+		// the same edge pinned with another key: ssh must refuse before anything runs
+		wrong := filepath.Join(t.TempDir(), "known_hosts")
+		key := filepath.Join(t.TempDir(), "key")
+		if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key).CombinedOutput(); err != nil {
+			t.Fatalf("ssh-keygen: %v\n%s", err, out)
+		}
+		pub, err := os.ReadFile(key + ".pub")
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := strings.Fields(string(pub))
+		if err := os.WriteFile(wrong, []byte(l.EdgeAddr(1).String()+" "+f[0]+" "+f[1]+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		run, err = l.RunPlaybook(ctx, PlaybookOptions{VarsFile: vars, Playbook: probe, KnownHosts: wrong})
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := run.Hosts["e1"]
+		if run.ExitCode == 0 || h.Unreachable == 0 || !strings.Contains(h.Msg, "Host key verification failed") {
+			t.Errorf("probe with a wrong host key: exit %d, %+v; want unreachable, 'Host key verification failed'", run.ExitCode, h)
 		}
 	})
 
