@@ -1,0 +1,168 @@
+// Command kubeftp-bench runs the benchmarks of kubeftp-edge on the local machine (root: it
+// creates network namespaces) and writes the report, docs/BENCHMARKS.md by default.
+//
+//	go run ./bench/cmd/kubeftp-bench -out docs/BENCHMARKS.md
+//	go run ./bench/cmd/kubeftp-bench -parts scale -nodes 10,100 -ports 11 -out /tmp/b.md
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/kubeftp/kubeftp-edge/bench"
+)
+
+type config struct {
+	root, out, workDir string
+	parts              []string
+	nodes, ports       []int
+	reps               int
+	memLimitGiB        int
+	transferMB         int
+	sessions           int
+	events             int
+	edges              []int
+	burst              int
+	watcherBin         string
+}
+
+var allParts = []string{"scale", "datapath", "watcher", "coalescing", "latency"}
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "kubeftp-bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	cfg, err := parseFlags(os.Args[1:])
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	work, err := os.MkdirTemp(cfg.workDir, "kubeftp-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+
+	rep := &bench.Report{Started: time.Now()}
+	if rep.Machine, err = bench.DescribeMachine(ctx); err != nil {
+		return err
+	}
+	rep.Command = "make bench"
+	for _, part := range cfg.parts {
+		start := time.Now()
+		log.Info("part", "name", part)
+		dir := filepath.Join(work, part)
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return err
+		}
+		var perr error
+		switch part {
+		case "scale":
+			rep.Scale = &bench.ScaleResult{Reps: cfg.reps, MemLimit: int64(cfg.memLimitGiB) << 30}
+			rep.Scale.Rows, perr = bench.ConfigScale(ctx, bench.ScaleOptions{
+				Root: cfg.root, Dir: dir, Nodes: cfg.nodes, Ports: cfg.ports, Reps: cfg.reps,
+				BigServers: 100_000, MemLimit: rep.Scale.MemLimit, Logger: log,
+			})
+		case "datapath":
+			rep.DataPath, perr = bench.DataPath(ctx, bench.DataPathOptions{
+				Root: cfg.root, Dir: dir, Size: int64(cfg.transferMB) << 20, Reps: 3,
+				Sessions: cfg.sessions, Logger: log,
+			})
+		default:
+			perr = fmt.Errorf("part %s is not implemented", part)
+		}
+		rep.Durations = append(rep.Durations, bench.PartDuration{Part: part, Took: time.Since(start)})
+		if perr != nil {
+			// keep what was measured: the report says which part failed and why
+			rep.Errors = append(rep.Errors, fmt.Sprintf("%s: %v", part, perr))
+			log.Error("part failed", "name", part, "err", perr)
+			if ctx.Err() != nil {
+				break
+			}
+		}
+	}
+	rep.Finished = time.Now()
+	if err := os.WriteFile(cfg.out, []byte(rep.Markdown()), 0o644); err != nil {
+		return err
+	}
+	log.Info("report written", "path", cfg.out, "took", rep.Finished.Sub(rep.Started).Round(time.Second))
+	if len(rep.Errors) > 0 {
+		return errors.New(strings.Join(rep.Errors, "; "))
+	}
+	return nil
+}
+
+func parseFlags(args []string) (config, error) {
+	var cfg config
+	fs := flag.NewFlagSet("kubeftp-bench", flag.ContinueOnError)
+	fs.StringVar(&cfg.root, "root", ".", "repository checkout")
+	fs.StringVar(&cfg.out, "out", "docs/BENCHMARKS.md", "report to write")
+	fs.StringVar(&cfg.workDir, "work-dir", os.TempDir(), "where temporary files go")
+	parts := fs.String("parts", strings.Join(allParts, ","), "parts to run, comma-separated: "+strings.Join(allParts, ","))
+	nodes := fs.String("nodes", "10,100,500,1000,5000", "config scale: node counts")
+	ports := fs.String("ports", "11,100,1000", "config scale: passive port counts")
+	fs.IntVar(&cfg.reps, "reps", 5, "config scale: timed repetitions of haproxy -c and reload per cell")
+	fs.IntVar(&cfg.memLimitGiB, "mem-limit-gib", 6, "config scale: address-space limit of each HAProxy")
+	fs.IntVar(&cfg.transferMB, "transfer-mb", 200, "data path: size of the timed transfer")
+	fs.IntVar(&cfg.sessions, "sessions", 50, "data path: parallel FTP sessions")
+	fs.IntVar(&cfg.events, "events", 20, "latency: Node events per edge count")
+	edges := fs.String("edges", "1,5,20", "latency: edge host counts")
+	fs.IntVar(&cfg.burst, "burst", 1000, "coalescing: Node updates in the burst")
+	fs.StringVar(&cfg.watcherBin, "watcher", "bin/kubeftp-edge", "the watcher binary")
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	var err error
+	cfg.parts = strings.Split(*parts, ",")
+	for _, p := range cfg.parts {
+		if !slices.Contains(allParts, p) {
+			return cfg, fmt.Errorf("-parts: unknown part %q (want %s)", p, strings.Join(allParts, ","))
+		}
+	}
+	if cfg.nodes, err = intList("-nodes", *nodes); err != nil {
+		return cfg, err
+	}
+	if cfg.ports, err = intList("-ports", *ports); err != nil {
+		return cfg, err
+	}
+	if cfg.edges, err = intList("-edges", *edges); err != nil {
+		return cfg, err
+	}
+	if cfg.root, err = filepath.Abs(cfg.root); err != nil {
+		return cfg, err
+	}
+	if _, err := os.Stat(filepath.Join(cfg.root, "ansible", "render.yml")); err != nil {
+		return cfg, fmt.Errorf("-root %s is not the kubeftp-edge checkout: %w", cfg.root, err)
+	}
+	return cfg, nil
+}
+
+func intList(flagName, s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("%s: %q is not a positive integer", flagName, f)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}

@@ -1,0 +1,321 @@
+package bench
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/kubeftp/kubeftp-edge/lab"
+	"github.com/kubeftp/kubeftp-edge/watcher/desired"
+)
+
+// DataPathOptions size the data path part.
+type DataPathOptions struct {
+	Root string
+	// Dir holds the lab's run dir and downloads.
+	Dir string
+	// Size of the timed transfer in bytes; Reps transfers per direction and path.
+	Size int64
+	Reps int
+	// Sessions is the number of parallel FTP sessions through the edge; each moves
+	// SessionSize bytes up and down again.
+	Sessions    int
+	SessionSize int64
+	// Prefix and Net of the lab (defaults kfbdata, 10.240).
+	Prefix, Net string
+	Logger      *slog.Logger
+}
+
+// Throughput is one direction of the timed transfer: median bytes per second over Reps.
+type Throughput struct {
+	Direction string // download (RETR) or upload (STOR)
+	Edge      float64
+	Direct    float64
+	EdgeRuns  []float64
+	DirRuns   []float64
+}
+
+// DataPathResult is part 4.
+type DataPathResult struct {
+	Size        int64
+	Reps        int
+	Rows        []Throughput
+	Sessions    int
+	SessionSize int64
+	SessionsOK  int
+	SessionWall time.Duration
+	SessionErrs []string
+}
+
+// DataPath moves a large file in passive mode (curl, EPSV) between the lab's client and the
+// vsftpd pod through the edge HAProxy (configured by the role's own rendering), and between
+// node n1 and the pod directly (no edge, no NodePort), alternating, and compares throughput.
+// Then it runs Sessions parallel FTP sessions through the edge, each uploading its own random
+// file and downloading it again, and counts those whose sha256 matched on both legs.
+func DataPath(ctx context.Context, opts DataPathOptions) (*DataPathResult, error) {
+	if opts.Prefix == "" {
+		opts.Prefix, opts.Net = "kfbdata", "10.240"
+	}
+	if opts.Reps < 1 {
+		opts.Reps = 1
+	}
+	if opts.SessionSize == 0 {
+		opts.SessionSize = 4 << 20
+	}
+	l, err := lab.Up(ctx, lab.Options{Root: opts.Root, Prefix: opts.Prefix, Net: opts.Net, Nodes: 3, Edges: 1,
+		Clients: 40, Dir: filepath.Join(opts.Dir, "lab"), Logger: opts.Logger})
+	if err != nil {
+		return nil, err
+	}
+	defer l.Down()
+	if err := ServeLabPod(ctx, l, opts.Root, opts.Dir); err != nil {
+		return nil, err
+	}
+	res := &DataPathResult{Size: opts.Size, Reps: opts.Reps, Sessions: opts.Sessions, SessionSize: opts.SessionSize}
+
+	big := filepath.Join(l.FTPRoot(), "pub", "big.bin")
+	want, err := randomFile(big, opts.Size)
+	if err != nil {
+		return nil, err
+	}
+	edge := netip.AddrPortFrom(l.EdgeAddr(1), 21)
+	pod := netip.AddrPortFrom(l.PodAddr(), 21)
+	down := Throughput{Direction: "download (RETR)"}
+	up := Throughput{Direction: "upload (STOR)"}
+	local := filepath.Join(opts.Dir, "big.down")
+	for rep := range opts.Reps {
+		for _, path := range []struct {
+			ns     string
+			server netip.AddrPort
+			edge   bool
+		}{{"client", edge, true}, {"n1", pod, false}} {
+			bps, err := curlTimed(ctx, l, path.ns, path.server, "pub/big.bin", local, false)
+			if err != nil {
+				return res, err
+			}
+			if got, err := fileSHA256(local); err != nil || got != want {
+				return res, fmt.Errorf("download via %s: sha256 %s, want %s (%v)", path.server, got, want, err)
+			}
+			remote := fmt.Sprintf("pub/up-%s-%d.bin", path.ns, rep)
+			ubps, err := curlTimed(ctx, l, path.ns, path.server, remote, big, true)
+			if err != nil {
+				return res, err
+			}
+			if got, err := fileSHA256(filepath.Join(l.FTPRoot(), remote)); err != nil || got != want {
+				return res, fmt.Errorf("upload via %s: sha256 %s, want %s (%v)", path.server, got, want, err)
+			}
+			_ = os.Remove(filepath.Join(l.FTPRoot(), remote))
+			if path.edge {
+				down.EdgeRuns, up.EdgeRuns = append(down.EdgeRuns, bps), append(up.EdgeRuns, ubps)
+			} else {
+				down.DirRuns, up.DirRuns = append(down.DirRuns, bps), append(up.DirRuns, ubps)
+			}
+		}
+	}
+	_ = os.Remove(local)
+	for _, t := range []*Throughput{&down, &up} {
+		t.Edge, t.Direct = medianF(t.EdgeRuns), medianF(t.DirRuns)
+		res.Rows = append(res.Rows, *t)
+	}
+
+	if opts.Sessions > 0 {
+		res.SessionsOK, res.SessionWall, res.SessionErrs = parallelSessions(ctx, l, edge, opts.Sessions, opts.SessionSize)
+	}
+	return res, nil
+}
+
+// ServeLabPod points edge 1 of the lab at the lab's vsftpd pod with the compact config the
+// role renders, reloads it, and waits until every node's control server is up.
+func ServeLabPod(ctx context.Context, l *lab.Lab, root, dir string) error {
+	st := LabState(l, l.Nodes())
+	cfg := filepath.Join(dir, "edge.cfg")
+	if err := RenderCompact(ctx, root, dir, st, cfg, l.EdgeStatsSocket(1)); err != nil {
+		return err
+	}
+	data, err := os.ReadFile(cfg)
+	if err != nil {
+		return err
+	}
+	if err := l.WriteEdgeConfig(1, data); err != nil {
+		return err
+	}
+	if err := l.Reload(ctx, 1); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		states, err := l.ServersState(ctx, 1)
+		up := 0
+		for _, s := range states {
+			if s.Backend == "lab-ftp_ctrl" && s.OpState == 2 {
+				up++
+			}
+		}
+		if err == nil && up == l.Nodes() {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("edge 1: %d of %d control servers up after 30 s (%v)", up, l.Nodes(), err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// LabState is the desired state serving the lab's pod (the NodePorts lab.sh gives it) on
+// edge 1's address through the first nodes nodes.
+func LabState(l *lab.Lab, nodes int) desired.State {
+	offset := l.PassiveOffset()
+	svc := desired.Service{
+		ID: "lab-ftp", Source: "lab/ftp", EdgeGroup: "all", BindAddress: l.EdgeAddr(1).String(),
+		ControlPort: 21, ControlNodePort: l.ControlNodePort(),
+		PassiveMin: l.PassiveMin(), PassiveMax: l.PassiveMax(), PassiveOffset: &offset,
+		PassiveNodePorts: []int{}, TrafficPolicy: "Cluster",
+		Timeouts: desired.Timeouts{Connect: "5s", Client: "1h", Server: "1h", Check: "2s"},
+		MaxConn:  2000,
+	}
+	for k := 1; k <= nodes; k++ {
+		svc.Nodes = append(svc.Nodes, desired.Node{Name: "n" + strconv.Itoa(k), Address: l.NodeAddr(k).String(), ID: k})
+	}
+	st := desired.State{Schema: desired.Schema, Services: []desired.Service{svc}}
+	st.Generation = st.Hash()
+	return st
+}
+
+// curlTimed runs one curl transfer (EPSV) in namespace ns and returns curl's own average
+// speed in bytes per second, so process start-up is not counted.
+func curlTimed(ctx context.Context, l *lab.Lab, ns string, server netip.AddrPort, remote, local string, upload bool) (float64, error) {
+	url := fmt.Sprintf("ftp://%s/%s", server, remote)
+	args := []string{"-sS", "--fail", "--max-time", "300", "--connect-timeout", "10"}
+	metric := "%{speed_download}"
+	if upload {
+		args = append(args, "-T", local, url)
+		metric = "%{speed_upload}"
+	} else {
+		args = append(args, "-o", local, url)
+	}
+	out, err := l.Exec(ctx, ns, "curl", append(args, "-w", metric)...)
+	if err != nil {
+		return 0, fmt.Errorf("curl in %s: %w", ns, err)
+	}
+	bps, err := strconv.ParseFloat(strings.TrimSpace(out), 64)
+	if err != nil || bps <= 0 {
+		return 0, fmt.Errorf("curl in %s: speed %q", ns, out)
+	}
+	return bps, nil
+}
+
+// parallelSessions runs n round trips at once through the edge, rotating the FTP clients
+// and the client source addresses.
+func parallelSessions(ctx context.Context, l *lab.Lab, edge netip.AddrPort, n int, size int64) (int, time.Duration, []string) {
+	clients := []lab.Client{lab.CurlEPSV, lab.CurlPASV, lab.Lftp}
+	srcs := l.ClientAddrs()
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	start := time.Now()
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = l.RoundTrip(ctx, lab.Transfer{Client: clients[i%len(clients)], Source: srcs[i%len(srcs)],
+				Server: edge, Path: fmt.Sprintf("pub/par-%02d.bin", i)}, size)
+		}()
+	}
+	wg.Wait()
+	wall := time.Since(start)
+	ok := 0
+	var msgs []string
+	for _, err := range errs {
+		if err == nil {
+			ok++
+		} else if len(msgs) < 5 {
+			msgs = append(msgs, err.Error())
+		}
+	}
+	return ok, wall, msgs
+}
+
+func medianF(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func randomFile(path string, size int64) (string, error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	if err != nil {
+		return "", err
+	}
+	h := sha256.New()
+	_, err = io.CopyN(io.MultiWriter(f, h), rand.Reader, size)
+	err = errors.Join(err, f.Close())
+	if err != nil {
+		return "", fmt.Errorf("writing %s: %w", path, err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+func fileSHA256(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", fmt.Errorf("reading %s: %w", path, err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+func (d *DataPathResult) markdown(b *strings.Builder) {
+	fmt.Fprintf(b, "\n## 4. Data path\n\n")
+	fmt.Fprintf(b, "A %s file in passive mode with curl (EPSV), through the edge (client namespace → edge HAProxy with the "+
+		"config the role renders → node NodePort (DNAT + MASQUERADE) → vsftpd pod) and straight to the pod (from node "+
+		"n1's namespace, which sits on the pod bridge: no edge, no NodePort). Paths alternate; median of %d each; "+
+		"speed as curl reports it; every transfer sha256-checked.\n\n", size(d.Size), d.Reps)
+	b.WriteString("| direction | through the edge | direct to the pod | ratio edge/direct | runs edge | runs direct |\n")
+	b.WriteString("| --- | ---: | ---: | ---: | --- | --- |\n")
+	for _, r := range d.Rows {
+		fmt.Fprintf(b, "| %s | %s | %s | %.2f | %s | %s |\n", r.Direction, mbps(r.Edge), mbps(r.Direct), r.Edge/r.Direct,
+			mbpsList(r.EdgeRuns), mbpsList(r.DirRuns))
+	}
+	if d.Sessions > 0 {
+		fmt.Fprintf(b, "\n%d parallel sessions through the edge (curl EPSV, curl PASV and lftp in turn, from 40 client "+
+			"addresses), each uploading its own random %s file and downloading it again: **%d of %d** sha256-equal on "+
+			"the server and after download, in %s.\n", d.Sessions, size(d.SessionSize), d.SessionsOK, d.Sessions,
+			d.SessionWall.Round(100*time.Millisecond))
+		for _, e := range d.SessionErrs {
+			fmt.Fprintf(b, "- failed: %s\n", mdEscape(e))
+		}
+	}
+}
+
+func mbps(bps float64) string { return fmt.Sprintf("%.0f MB/s", bps/1e6) }
+
+func mbpsList(v []float64) string {
+	var s []string
+	for _, x := range v {
+		s = append(s, fmt.Sprintf("%.0f", x/1e6))
+	}
+	return strings.Join(s, ", ")
+}
