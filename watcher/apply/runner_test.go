@@ -63,6 +63,9 @@ func (f runnerFixture) runner(t *testing.T, playbook string) *Runner {
 		if err := r.Close(); err != nil {
 			t.Error(err)
 		}
+		if t.Failed() {
+			t.Logf("runner log:\n%s", f.log.String())
+		}
 	})
 	return r
 }
