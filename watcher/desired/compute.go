@@ -90,6 +90,12 @@ func Compute(in Input, opts Options) (State, []Warning) {
 	sort.Ints(reserved)
 
 	nodes, warns := eligibleNodes(in.Nodes, opts)
+	if err := validateNodes(nodes); err != nil {
+		// Unreachable unless a check in eligibleNodes is missing; never let such a value out.
+		warns = append(warns, Warning{Reason: ReasonInvalidNode, Skipped: true,
+			Message: fmt.Sprintf("internal check failed, no node is used: %s", quote(err.Error()))})
+		nodes = []Node{}
+	}
 	byName := make(map[string]int, len(nodes))
 	for i, n := range nodes {
 		byName[n.Name] = i
@@ -149,7 +155,7 @@ func Compute(in Input, opts Options) (State, []Warning) {
 				Message: fmt.Sprintf("served with no backend servers: %s; clients are refused until that changes", why),
 			})
 		}
-		if err := s.validate(); err != nil {
+		if err := s.validateFields(); err != nil {
 			// Unreachable unless a check above is missing; never let such a value out.
 			warns = append(warns, Warning{
 				Namespace: c.svc.Namespace, Name: c.svc.Name, Reason: ReasonInvalidService, Skipped: true,

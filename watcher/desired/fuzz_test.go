@@ -137,3 +137,7 @@ func checkInvariants(t *testing.T, s State, warns []Warning) {
 		}
 	}
 }
+
+func FuzzValidators(f *testing.F) {
+	f.Fuzz(func(t *testing.T, s string) { compareValidators(t, s) })
+}

@@ -5,12 +5,14 @@ import (
 	"go/token"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
 )
 
 func TestParsePassivePorts(t *testing.T) {
@@ -161,7 +163,7 @@ func TestServiceIDs(t *testing.T) {
 		if ids[i] != tt.want {
 			t.Errorf("%s/%s: got %q, want %q", tt.ns, tt.name, ids[i], tt.want)
 		}
-		if !idRE.MatchString(ids[i]) {
+		if !isID(ids[i]) {
 			t.Errorf("%s/%s: id %q breaks the contract", tt.ns, tt.name, ids[i])
 		}
 	}
@@ -247,4 +249,39 @@ func errText(err error) string {
 		return ""
 	}
 	return err.Error()
+}
+
+func TestValidatorsMatchAPIMachinery(t *testing.T) {
+	inputs := []string{"", "a", "-", "a-", "-a", "a-b", "a--b", "a.b", "a..b", ".a", "a.", "A", "0", "01", "a_b",
+		"ftp", "ftp-command", "pasv-21100", "ftp-pasv-21100", "ftp-pasv-211001", "123", "1-2", "é", "a b", "a\n",
+		strings.Repeat("a", 63), strings.Repeat("a", 64), strings.Repeat("a.", 126) + "a", strings.Repeat("a.", 127) + "a",
+		strings.Repeat("a", 100) + "." + strings.Repeat("b", 100), "{{x}}"}
+	for _, s := range inputs {
+		compareValidators(t, s)
+	}
+}
+
+func compareValidators(t *testing.T, s string) {
+	t.Helper()
+	if got, want := isDNSLabel(s), len(validation.IsDNS1123Label(s)) == 0; got != want {
+		t.Errorf("isDNSLabel(%q) = %v, apimachinery says %v", s, got, want)
+	}
+	if got, want := isDNSSubdomain(s), len(validation.IsDNS1123Subdomain(s)) == 0; got != want {
+		t.Errorf("isDNSSubdomain(%q) = %v, apimachinery says %v", s, got, want)
+	}
+	if got, want := isPortName(s), len(validation.IsValidPortName(s)) == 0; got != want {
+		t.Errorf("isPortName(%q) = %v, apimachinery says %v", s, got, want)
+	}
+	if got, want := isID(s), regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`).MatchString(s); got != want {
+		t.Errorf("isID(%q) = %v, contract regexp says %v", s, got, want)
+	}
+}
+
+func TestIsPassiveName(t *testing.T) {
+	re := regexp.MustCompile(`^(?:ftp-)?pasv-[0-9]+$`)
+	for _, s := range []string{"pasv-21100", "ftp-pasv-1", "pasv-", "ftp-pasv-", "pasv21100", "ftp-pasv-1a", "xpasv-1", "ftp-ftp-pasv-1", "pasv-0", "PASV-1", ""} {
+		if got, want := isPassiveName(s), re.MatchString(s); got != want {
+			t.Errorf("isPassiveName(%q) = %v, want %v", s, got, want)
+		}
+	}
 }

@@ -3,15 +3,18 @@ package desired
 import (
 	"fmt"
 	"net/netip"
-	"regexp"
 	"sort"
 	"strconv"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/util/validation"
 )
 
-var passiveNameRE = regexp.MustCompile(`^(?:ftp-)?pasv-[0-9]+$`)
+// isPassiveName matches the port names that mark passive ports: pasv-<n> or ftp-pasv-<n>.
+func isPassiveName(name string) bool {
+	n, ok := strings.CutPrefix(strings.TrimPrefix(name, "ftp-"), "pasv-")
+	return ok && n != "" && strings.Trim(n, "0123456789") == ""
+}
 
 // controlPortNames are the port names that mark the FTP control port without an annotation.
 var controlPortNames = map[string]bool{"ftp": true, "ftp-command": true, "ftp-control": true}
@@ -25,8 +28,6 @@ type candidate struct {
 	out   Service // everything but ID and Nodes
 	local bool
 }
-
-func isPortName(s string) bool { return len(validation.IsValidPortName(s)) == 0 }
 
 // parseService checks one labelled Service against the contract with users. ok is false when
 // the Service must not be served; warns says why (and carries non-fatal notes too).
@@ -225,7 +226,7 @@ func passivePorts(ports []corev1.ServicePort, set settings) (out []corev1.Servic
 	} else {
 		field = "spec.ports"
 		for _, p := range ports {
-			if passiveNameRE.MatchString(p.Name) {
+			if isPassiveName(p.Name) {
 				out = append(out, p)
 			}
 		}
