@@ -354,6 +354,21 @@ func TestCompute(t *testing.T) {
 				Message: "no eligible node has a ready endpoint"}},
 		},
 		{
+			name: "externalTrafficPolicy Local on a NodePort Service has no health check port",
+			in:   Input{Nodes: threeNodes, Services: []*corev1.Service{plainService("demo", "ftp", 21, 30021, 21100, 11, 32100, local(0))}},
+			want: []Service{},
+			wantWarns: []Warning{{Namespace: "demo", Name: "ftp", Reason: ReasonInvalidService, Field: "spec.healthCheckNodePort", Skipped: true,
+				Message: "allocates only for type LoadBalancer"}},
+		},
+		{
+			name: "node name label longer than 63 characters",
+			in: Input{Nodes: []*corev1.Node{node("n1", "10.213.2.11"), node(strings.Repeat("x", 64)+".example", "10.213.2.12")},
+				Services: []*corev1.Service{plainService("demo", "ftp", 21, 30021, 21100, 11, 32100)}},
+			want: []Service{chartWant(wantThree[0])},
+			wantWarns: []Warning{{Name: strings.Repeat("x", 64) + ".example", Reason: ReasonInvalidNode, Field: "metadata.name", Skipped: true,
+				Message: "labels of at most 63 characters"}},
+		},
+		{
 			name: "ambiguous namespace-name pairs get distinct ids",
 			in: Input{Nodes: threeNodes, Services: []*corev1.Service{
 				plainService("a-b", "c", 21, 30021, 21100, 11, 32100),

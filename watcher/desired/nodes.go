@@ -57,10 +57,10 @@ func eligibleNodes(nodes []*corev1.Node, opts Options) ([]Node, []Warning) {
 			continue
 		}
 		seen[n.Name] = true
-		if !isDNSSubdomain(n.Name) {
+		if !isNodeName(n.Name) {
 			warns = append(warns, Warning{
 				Name: n.Name, Reason: ReasonInvalidNode, Field: "metadata.name", Skipped: true,
-				Message: fmt.Sprintf("node name %s is not a DNS subdomain; the node is not used", quote(n.Name)),
+				Message: fmt.Sprintf("node name %s is not a DNS subdomain with labels of at most 63 characters; the node is not used", quote(n.Name)),
 			})
 			continue
 		}

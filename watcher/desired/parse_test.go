@@ -199,6 +199,8 @@ func TestStateValidateRejects(t *testing.T) {
 		{"node order", func(s *Service) { s.Nodes = []Node{s.Nodes[1], s.Nodes[0]} }, "sorted"},
 		{"node id", func(s *Service) { s.Nodes = []Node{{Name: "a", Address: "10.0.0.1", ID: 0}} }, "id 0"},
 		{"nil nodes", func(s *Service) { s.Nodes = nil }, "nodes"},
+		{"local without health check port", func(s *Service) { s.TrafficPolicy = TrafficPolicyLocal }, "health_check_node_port"},
+		{"node name label too long", func(s *Service) { s.Nodes = []Node{{Name: strings.Repeat("a", 64), Address: "10.0.0.1", ID: 1}} }, "name"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

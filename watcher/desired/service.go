@@ -90,9 +90,12 @@ func parseService(svc *corev1.Service, opts Options, reserved []int) (c candidat
 	}
 	hc := 0
 	if c.local {
+		// The edge decides a node's health the way cloud load balancers do, over HTTP on
+		// this port; Kubernetes allocates it only for type LoadBalancer.
 		hc = int(svc.Spec.HealthCheckNodePort)
-		if hc != 0 && !validPort(hc) {
-			warn(ReasonInvalidService, "spec.healthCheckNodePort", "healthCheckNodePort %d is not a port", hc)
+		if !validPort(hc) {
+			warn(ReasonInvalidService, "spec.healthCheckNodePort",
+				"externalTrafficPolicy Local needs a healthCheckNodePort (%d here), which Kubernetes allocates only for type LoadBalancer: use LoadBalancer, or policy Cluster", hc)
 		}
 	}
 

@@ -84,6 +84,20 @@ func isDNSSubdomain(s string) bool {
 	}
 }
 
+// isNodeName: a DNS subdomain whose labels are at most 63 characters. The API server does
+// not limit label length in node names, but DNS does, and so does the role's preflight.
+func isNodeName(s string) bool {
+	if !isDNSSubdomain(s) {
+		return false
+	}
+	for _, label := range strings.Split(s, ".") {
+		if len(label) > 63 {
+			return false
+		}
+	}
+	return true
+}
+
 // isLabel: [a-z0-9]([-a-z0-9]*[a-z0-9])?, any length.
 func isLabel(s string) bool {
 	if s == "" || s[0] == '-' || s[len(s)-1] == '-' {
@@ -199,7 +213,7 @@ func (s Service) validateFields() error {
 			return fmt.Errorf("health_check_node_port: must be 0 for traffic_policy Cluster")
 		}
 	case TrafficPolicyLocal:
-		if s.HealthCheckNodePort != 0 && !validPort(s.HealthCheckNodePort) {
+		if !validPort(s.HealthCheckNodePort) {
 			return fmt.Errorf("health_check_node_port: %d is not a port", s.HealthCheckNodePort)
 		}
 	default:
@@ -230,7 +244,7 @@ func validateNodes(nodes []Node) error {
 	}
 	ids := make(map[int]bool, len(nodes))
 	for i, n := range nodes {
-		if !isDNSSubdomain(n.Name) {
+		if !isNodeName(n.Name) {
 			return fmt.Errorf("nodes[%d]: name %q is not a DNS subdomain", i, n.Name)
 		}
 		if i > 0 && nodes[i-1].Name >= n.Name {
