@@ -5,7 +5,6 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 )
 
 // benchInput is a 5000-node cluster with 1000 FTP Services, every clusterEvery-th of them
@@ -52,5 +51,3 @@ func BenchmarkCompute(b *testing.B) {
 		})
 	}
 }
-
-var _ = discoveryv1.LabelServiceName
