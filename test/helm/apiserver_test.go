@@ -49,8 +49,8 @@ func TestAPIServer(t *testing.T) {
 		return out
 	}
 
-	const fullNS = "kubeftp-full"
-	for _, ns := range []string{namespace, fullNS, "ftp-a", "ftp-b", "other"} {
+	const fullNS, runNS = "kubeftp-full", "kubeftp-run"
+	for _, ns := range []string{namespace, fullNS, runNS, "ftp-a", "ftp-b", "other"} {
 		must("create", "namespace", ns)
 	}
 	must("apply", "-f", filepath.Join("testdata", "servicemonitor-crd.yaml"))
@@ -210,5 +210,11 @@ func TestAPIServer(t *testing.T) {
 				t.Errorf("as the watcher, kubectl %s: want Forbidden, got %v", strings.Join(step, " "), err)
 			}
 		}
+	})
+
+	// The real watcher, with the flags the chart gives it, as the chart's ServiceAccount: it
+	// takes its Lease and writes a Warning Event on a bad Service, and is never refused.
+	t.Run("watcher as the ServiceAccount", func(t *testing.T) {
+		runWatcherAsServiceAccount(t, cluster.Kubeconfig, runNS, keys, kubectl, must)
 	})
 }

@@ -196,7 +196,7 @@ func TestFull(t *testing.T) {
 		"--log-level=debug",
 		"--log-format=text",
 		"--dry-run",
-		"--once",
+		"--namespace=kubeftp-full",
 	}
 	if diff := cmp.Diff(wantArgs, c.Args); diff != "" {
 		t.Errorf("watcher args (-want +got):\n%s", diff)
