@@ -1,0 +1,125 @@
+#!/bin/sh
+# Reload and verification steps of the haproxy-ftp role, run on the edge host through
+# ansible.builtin.script. Needs socat and ss (iproute2). On success prints one line of
+# key=value pairs; on failure prints the reason on stderr and exits 1.
+#
+#   haproxy-ftp-ctl.sh master-reload  MASTER_SOCKET TIMEOUT  reload through the master CLI
+#   haproxy-ftp-ctl.sh info-pid       STATS_SOCKET           pid of the serving process
+#   haproxy-ftp-ctl.sh wait-new-pid   STATS_SOCKET OLD_PID TIMEOUT
+#   haproxy-ftp-ctl.sh wait-listening CONFIG TIMEOUT         every bind of CONFIG listens
+set -eu
+
+fail() { echo "$*" >&2; exit 1; }
+
+cli() { printf '%s\n' "$2" | socat -t 2 stdio "unix-connect:$1" 2>/dev/null; }
+
+# "show proc" of 2.6: the master's line carries "[failed: N]", the running workers follow
+# "# workers", the ones still draining old sessions follow "# old workers".
+failed_count() { printf '%s\n' "$1" | sed -n 's/.*master.*\[failed: \([0-9]*\)\].*/\1/p'; }
+current_workers() {
+  printf '%s\n' "$1" | awk '/^# /{ section = $2 } section == "workers" && $2 == "worker" { print $1 }'
+}
+
+master_reload() {
+  sock=$1 timeout=$2
+  before=$(cli "$sock" "show proc") ||
+    fail "no HAProxy master answers on $sock (is HAProxy running as haproxy -W -S $sock?)"
+  f0=$(failed_count "$before")
+  [ -n "$f0" ] || fail "unexpected answer to 'show proc' on $sock"
+  w0=" $(current_workers "$before" | tr '\n' ' ')"
+  # 2.6 answers nothing to "reload" and re-executes the master: poll for the outcome.
+  cli "$sock" reload >/dev/null || true
+  new="" i=0
+  while [ "$i" -lt $((timeout * 10)) ]; do
+    sleep 0.1
+    i=$((i + 1))
+    out=$(cli "$sock" "show proc") || continue
+    f=$(failed_count "$out")
+    [ -n "$f" ] || continue # the master is still re-executing itself
+    if [ "$f" -gt "$f0" ]; then
+      fail "HAProxy refused the new configuration at reload (master failed counter $f0 -> $f; see its log); the old worker still serves"
+    fi
+    for p in $(current_workers "$out"); do
+      case "$w0" in *" $p "*) ;; *) new=$p ;; esac
+    done
+    [ -n "$new" ] && break
+  done
+  [ -n "$new" ] || fail "no new HAProxy worker within ${timeout}s after reload"
+  # A worker that dies right after it started shows up here, not in the first answer.
+  sleep 0.5
+  # (The failed counter is no witness any more: a successful reload resets it to 0.)
+  out=$(cli "$sock" "show proc") || fail "the HAProxy master stopped answering after the reload"
+  current_workers "$out" | grep -qx "$new" || fail "the new HAProxy worker $new exited right after the reload"
+  echo "new_worker=$new old_workers=$(echo $w0 | tr ' ' ',')"
+}
+
+info_pid() {
+  cli "$1" "show info" | sed -n 's/^Pid: \([0-9]*\).*/\1/p'
+}
+
+wait_new_pid() {
+  sock=$1 old=$2 timeout=$3 i=0
+  while [ "$i" -lt $((timeout * 10)) ]; do
+    pid=$(info_pid "$sock" || true)
+    if [ -n "$pid" ] && [ "$pid" != "$old" ]; then
+      echo "new_pid=$pid old_pid=$old"
+      return 0
+    fi
+    sleep 0.1
+    i=$((i + 1))
+  done
+  fail "HAProxy still runs as pid ${old:-?} ${timeout}s after the reload (stats socket $sock): the reload did not take"
+}
+
+# The binds of a config as "address port" lines; "*" for a wildcard address.
+binds() {
+  awk '$1 == "bind" { print $2 }' "$1" | while read -r b; do
+    case $b in /* | unix@* | abns@* | fd@* | sockpair@*) continue ;; esac
+    b=${b#ipv4@}
+    b=${b#ipv6@}
+    addr=${b%:*} ports=${b##*:}
+    case $addr in "" | "*" | 0.0.0.0 | ::) addr="*" ;; esac
+    lo=${ports%-*} hi=${ports#*-}
+    p=$lo
+    while [ "$p" -le "$hi" ]; do
+      echo "$addr $p"
+      p=$((p + 1))
+    done
+  done
+}
+
+# Prints the binds of the config that nothing listens on, in ss's address notation.
+missing() {
+  have=$(ss -ltnH | awk '{ print $4 }' | tr '\n' ' ')
+  binds "$1" | awk -v have="$have" '
+    BEGIN { n = split(have, h, " "); for (i = 1; i <= n; i++) up[h[i]] = 1 }
+    $1 == "*" { if (!(("0.0.0.0:" $2) in up) && !(("*:" $2) in up) && !(("[::]:" $2) in up)) print "*:" $2; next }
+    index($1, ":") { a = "[" $1 "]:" $2; if (!(a in up)) print a; next }
+    { a = $1 ":" $2; if (!(a in up)) print a }'
+}
+
+wait_listening() {
+  cfg=$1 timeout=$2 i=0
+  [ -r "$cfg" ] || fail "cannot read $cfg"
+  while :; do
+    m=$(missing "$cfg")
+    if [ -z "$m" ]; then
+      echo "listening=$(binds "$cfg" | wc -l)"
+      return 0
+    fi
+    [ "$i" -ge $((timeout * 10)) ] && break
+    sleep 0.1
+    i=$((i + 1))
+  done
+  fail "not listening ${timeout}s after the reload: $(echo "$m" | head -n 10 | tr '\n' ' ')($(echo "$m" | wc -l) missing)"
+}
+
+command -v socat >/dev/null 2>&1 || fail "socat is required on the edge host"
+command -v ss >/dev/null 2>&1 || fail "ss (iproute2) is required on the edge host"
+case ${1:-} in
+  master-reload) master_reload "$2" "$3" ;;
+  info-pid) info_pid "$2" ;;
+  wait-new-pid) wait_new_pid "$2" "$3" "$4" ;;
+  wait-listening) wait_listening "$2" "$3" ;;
+  *) fail "usage: $0 master-reload|info-pid|wait-new-pid|wait-listening ..." ;;
+esac

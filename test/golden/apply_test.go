@@ -1,0 +1,342 @@
+package golden
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// localEdge is a real master-worker HAProxy on a loopback address of its own, managed by the
+// role through site.yml with a local connection: the reload, verify and rollback paths
+// without SSH (test/edge runs them over SSH in the network-namespace lab). Everything it
+// binds and checks is on 127.0.0.0/8.
+type localEdge struct {
+	dir, addr, cfg, master, stats, inventory string
+	pid                                        int
+}
+
+func startLocalEdge(t *testing.T) *localEdge {
+	t.Helper()
+	need(t, "haproxy", "socat", "ss", "ansible-playbook")
+	dir := t.TempDir()
+	e := &localEdge{
+		dir:    dir,
+		addr:   fmt.Sprintf("127.213.%d.%d", rand.IntN(250)+1, rand.IntN(250)+1),
+		cfg:    filepath.Join(dir, "haproxy.cfg"),
+		master: filepath.Join(dir, "master.sock"),
+		stats:  filepath.Join(dir, "stats.sock"),
+	}
+	// What an edge runs before the first playbook: HAProxy accepts it, it serves nothing.
+	initial := fmt.Sprintf("global\n    stats socket %s mode 600 level admin\n\ndefaults\n    mode tcp\n"+
+		"    timeout connect 1s\n    timeout client 1s\n    timeout server 1s\n", e.stats)
+	if err := os.WriteFile(e.cfg, []byte(initial), 0o644); err != nil {
+		t.Fatalf("writing initial config: %v", err)
+	}
+	pidFile := filepath.Join(dir, "haproxy.pid")
+	out, err := exec.Command("haproxy", "-W", "-D", "-p", pidFile, "-S", e.master+",mode,600", "-f", e.cfg).CombinedOutput()
+	if err != nil {
+		t.Fatalf("starting haproxy: %v\n%s", err, out)
+	}
+	raw, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatalf("reading haproxy pid file: %v", err)
+	}
+	e.pid, err = strconv.Atoi(strings.TrimSpace(string(raw)))
+	if err != nil {
+		t.Fatalf("haproxy pid file: %v", err)
+	}
+	t.Cleanup(func() {
+		// SIGTERM to the master stops every worker, old ones included.
+		if err := syscall.Kill(e.pid, syscall.SIGTERM); err != nil {
+			t.Logf("stopping haproxy master %d: %v", e.pid, err)
+		}
+		for i := 0; i < 50 && processAlive(e.pid); i++ {
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
+	// -D returns before the master CLI listens.
+	for i := 0; ; i++ {
+		if w, err := e.showWorkers(); err == nil && len(w) > 0 {
+			break
+		}
+		if i == 50 {
+			t.Fatalf("haproxy master %d: no worker on %s after 5s", e.pid, e.master)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	u, err := user.Current()
+	if err != nil {
+		t.Fatalf("current user: %v", err)
+	}
+	g, err := user.LookupGroupId(u.Gid)
+	if err != nil {
+		t.Fatalf("current group: %v", err)
+	}
+	inv := map[string]any{"edge": map[string]any{"hosts": map[string]any{"e1": map[string]any{
+		"ansible_connection":           "local",
+		"ansible_python_interpreter":   "/usr/bin/python3",
+		"haproxy_ftp_reload_method":    "master-socket",
+		"haproxy_ftp_config_path":      e.cfg,
+		"haproxy_ftp_master_socket":    e.master,
+		"haproxy_ftp_stats_socket":     e.stats,
+		"haproxy_ftp_config_owner":     u.Username,
+		"haproxy_ftp_config_group":     g.Name,
+		"haproxy_ftp_peers_address":    e.addr,
+		"haproxy_ftp_peers_port":       10000,
+		"haproxy_ftp_verify_timeout":   5,
+		"haproxy_ftp_backups_kept":     2,
+		"haproxy_ftp_peers_local_name": "e1",
+	}}}}
+	rawInv, err := json.Marshal(inv) // JSON is YAML: a YAML inventory
+	if err != nil {
+		t.Fatalf("encoding inventory: %v", err)
+	}
+	e.inventory = filepath.Join(dir, "inventory.yml")
+	if err := os.WriteFile(e.inventory, rawInv, 0o600); err != nil {
+		t.Fatalf("writing inventory: %v", err)
+	}
+	return e
+}
+
+func processAlive(pid int) bool {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// The field after "(comm)" is the state; a zombie is dead (no init reaps it here).
+	f := strings.Fields(string(raw[bytes.LastIndexByte(raw, ')')+1:]))
+	return len(f) > 0 && f[0] != "Z"
+}
+
+// workers returns the pids of the current (not old) workers from the master CLI.
+func (e *localEdge) workers(t *testing.T) []string {
+	t.Helper()
+	w, err := e.showWorkers()
+	if err != nil {
+		t.Fatalf("show proc on %s: %v", e.master, err)
+	}
+	return w
+}
+
+func (e *localEdge) showWorkers() ([]string, error) {
+	cmd := exec.Command("socat", "-t", "2", "stdio", "unix-connect:"+e.master)
+	cmd.Stdin = strings.NewReader("show proc\n")
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, err
+	}
+	var pids []string
+	section := ""
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) >= 2 && f[0] == "#":
+			section = f[1]
+		case section == "workers" && len(f) >= 2 && f[1] == "worker":
+			pids = append(pids, f[0])
+		}
+	}
+	return pids, nil
+}
+
+// apply runs site.yml against the local edge and returns the host's result.
+func (e *localEdge) apply(t *testing.T, vars map[string]any, extra ...string) (hostResult, string) {
+	t.Helper()
+	repo := root(t)
+	dir := t.TempDir()
+	resultFile := filepath.Join(dir, "result.json")
+	args := []string{"-i", e.inventory, filepath.Join(repo, "ansible", "site.yml"), "-e", "@" + writeVars(t, vars, true)}
+	args = append(args, extra...)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "ansible-playbook", args...)
+	cmd.Env = append(os.Environ(),
+		"ANSIBLE_CONFIG="+filepath.Join(repo, "ansible", "ansible.cfg"),
+		"ANSIBLE_HOME="+filepath.Join(dir, "ansible-home"),
+		"ANSIBLE_LOCAL_TEMP="+filepath.Join(dir, "ansible-tmp"),
+		"ANSIBLE_NOCOLOR=1",
+		"KUBEFTP_RESULT_FILE="+resultFile,
+	)
+	start := time.Now()
+	out, _ := cmd.CombinedOutput()
+	t.Logf("site.yml run took %v", time.Since(start).Round(10*time.Millisecond))
+	raw, err := os.ReadFile(resultFile)
+	if err != nil {
+		t.Fatalf("no result file: %v\n%s", err, out)
+	}
+	var doc struct {
+		Hosts map[string]hostResult `json:"hosts"`
+	}
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		t.Fatalf("parsing result file: %v\n%s", err, raw)
+	}
+	r, ok := doc.Hosts["e1"]
+	if !ok {
+		t.Fatalf("no result for e1 in %s\n%s", raw, out)
+	}
+	return r, string(out)
+}
+
+func (e *localEdge) listening(port int) bool {
+	c, err := net.DialTimeout("tcp", net.JoinHostPort(e.addr, strconv.Itoa(port)), time.Second)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
+}
+
+// edgeVars is the offset case moved onto the edge's loopback address, with nodes on
+// loopback too (their checks fail fast: nothing listens there).
+func (e *localEdge) edgeVars(t *testing.T) map[string]any {
+	v := loadVars(t, "offset.vars.yml")
+	s := service(v, 0)
+	s["bind_address"] = e.addr
+	s["control_port"] = 2121
+	s["passive_min"], s["passive_max"] = 28100, 28102
+	s["passive_offset"] = 1000
+	for i := range s["nodes"].([]any) {
+		node(v, 0, i)["address"] = fmt.Sprintf("127.213.254.%d", i+11)
+	}
+	return v
+}
+
+func readFile(t *testing.T, p string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatalf("reading %s: %v", p, err)
+	}
+	return b
+}
+
+func TestApplyReloadVerifyRollback(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a real HAProxy and runs site.yml")
+	}
+	e := startLocalEdge(t)
+	good := e.edgeVars(t)
+
+	// First run: the file changes, HAProxy reloads into a new worker, every port listens.
+	before := e.workers(t)
+	r, out := e.apply(t, good)
+	if r.Failures != 0 || !r.ConfigChanged || !r.Reloaded || r.RolledBack || r.Msg != "" {
+		t.Fatalf("first run: %+v\n%s", r, out)
+	}
+	after := e.workers(t)
+	if len(after) != 1 || (len(before) == 1 && after[0] == before[0]) {
+		t.Fatalf("first run: workers before %v, after %v: want one new worker", before, after)
+	}
+	for _, p := range []int{2121, 28100, 28101, 28102} {
+		if !e.listening(p) {
+			t.Errorf("first run: nothing listens on %s:%d", e.addr, p)
+		}
+	}
+	applied := readFile(t, e.cfg)
+	st, err := os.Stat(e.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Same vars again: no change, no reload, same worker, file untouched.
+	r, out = e.apply(t, good)
+	if r.Failures != 0 || r.ConfigChanged || r.Reloaded || r.Changed != 0 {
+		t.Fatalf("second run should change nothing: %+v\n%s", r, out)
+	}
+	if w := e.workers(t); len(w) != 1 || w[0] != after[0] {
+		t.Errorf("second run: workers %v, want still %v", w, after)
+	}
+	if st2, err := os.Stat(e.cfg); err != nil || !st2.ModTime().Equal(st.ModTime()) {
+		t.Errorf("second run touched %s (%v)", e.cfg, err)
+	}
+
+	// haproxy -c refuses the file (a timer overflow the contract's pattern lets through):
+	// nothing is replaced, nothing reloaded.
+	bad := e.edgeVars(t)
+	service(bad, 0)["timeouts"].(map[string]any)["check"] = "99999d"
+	r, out = e.apply(t, bad)
+	if r.Failures != 1 || r.ConfigChanged || r.Reloaded || r.RolledBack {
+		t.Errorf("rejected config: %+v\n%s", r, out)
+	}
+	for _, want := range []string{"timer overflow", "was not replaced"} {
+		if !strings.Contains(r.Msg, want) {
+			t.Errorf("rejected config: message %q lacks %q", r.Msg, want)
+		}
+	}
+	if !bytes.Equal(readFile(t, e.cfg), applied) {
+		t.Errorf("rejected config: %s changed", e.cfg)
+	}
+	if w := e.workers(t); len(w) != 1 || w[0] != after[0] {
+		t.Errorf("rejected config: workers %v, want still %v", w, after)
+	}
+
+	// A reload that fails after haproxy -c passed, rolled back: a port of the new config is
+	// taken by another process, then a maxconn beyond any file descriptor limit.
+	taken, err := net.Listen("tcp", net.JoinHostPort(e.addr, "28103"))
+	if err != nil {
+		t.Fatalf("taking a port: %v", err)
+	}
+	defer taken.Close()
+	wider := e.edgeVars(t)
+	service(wider, 0)["passive_max"] = 28103
+	for _, tc := range []struct {
+		name  string
+		vars  map[string]any
+		extra []string
+	}{
+		{"port taken", wider, nil},
+		{"maxconn above the FD limit", good, []string{"-e", `{"haproxy_ftp_global_maxconn": 5000000}`}},
+	} {
+		r, out = e.apply(t, tc.vars, tc.extra...)
+		if r.Failures != 1 || !r.ConfigChanged || !r.RolledBack || r.Reloaded {
+			t.Errorf("%s: %+v\n%s", tc.name, r, out)
+		}
+		for _, want := range []string{"refused the new configuration", "previous configuration was restored"} {
+			if !strings.Contains(r.Msg, want) {
+				t.Errorf("%s: message %q lacks %q", tc.name, r.Msg, want)
+			}
+		}
+		if !bytes.Equal(readFile(t, e.cfg), applied) {
+			t.Errorf("%s: %s is not the previous config after the rollback", tc.name, e.cfg)
+		}
+		if !e.listening(2121) || !e.listening(28102) {
+			t.Errorf("%s: the previous config does not serve after the rollback", tc.name)
+		}
+	}
+
+	// The command method, verified through the stats socket's Pid.
+	changed := e.edgeVars(t)
+	service(changed, 0)["maxconn"] = 1500
+	prev := e.workers(t)
+	r, out = e.apply(t, changed,
+		"-e", "haproxy_ftp_reload_method=command",
+		"-e", fmt.Sprintf(`{"haproxy_ftp_reload_command": ["/bin/sh", "-c", "echo reload | socat -t 2 stdio unix-connect:%s"]}`, e.master))
+	if r.Failures != 0 || !r.ConfigChanged || !r.Reloaded || r.RolledBack {
+		t.Fatalf("command reload: %+v\n%s", r, out)
+	}
+	if w := e.workers(t); len(w) != 1 || (len(prev) == 1 && w[0] == prev[0]) {
+		t.Errorf("command reload: workers %v, before %v: want a new one", w, prev)
+	}
+
+	// Backups beyond haproxy_ftp_backups_kept are gone after a successful run.
+	backups, err := filepath.Glob(e.cfg + ".*~")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(backups) != 2 {
+		t.Errorf("backups kept: %v, want 2", backups)
+	}
+}
