@@ -317,10 +317,26 @@ func TestApplyReloadVerifyRollback(t *testing.T) {
 		}
 	}
 
-	// The command method, verified through the stats socket's Pid.
+	// Check mode (the watcher's drift check, a person's --check --diff): reports the change,
+	// writes and reloads nothing.
 	changed := e.edgeVars(t)
 	service(changed, 0)["maxconn"] = 1500
 	prev := e.workers(t)
+	r, out = e.apply(t, changed, "--check", "--diff")
+	if r.Failures != 0 || !r.ConfigChanged || r.Reloaded || r.RolledBack {
+		t.Errorf("check mode: %+v\n%s", r, out)
+	}
+	if !strings.Contains(out, "-    maxconn 2000") || !strings.Contains(out, "+    maxconn 1500") {
+		t.Errorf("check mode: no diff of maxconn in the output:\n%s", out)
+	}
+	if !bytes.Equal(readFile(t, e.cfg), applied) {
+		t.Errorf("check mode wrote %s", e.cfg)
+	}
+	if w := e.workers(t); len(w) != 1 || w[0] != prev[0] {
+		t.Errorf("check mode: workers %v, want still %v", w, prev)
+	}
+
+	// The command method, verified through the stats socket's Pid.
 	r, out = e.apply(t, changed,
 		"-e", "haproxy_ftp_reload_method=command",
 		"-e", fmt.Sprintf(`{"haproxy_ftp_reload_command": ["/bin/sh", "-c", "echo reload | socat -t 2 stdio unix-connect:%s"]}`, e.master))
