@@ -69,12 +69,12 @@ func TestDataPathSmallest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res.Rows) != 2 {
-		t.Fatalf("want download and upload rows, got %+v", res.Rows)
+	if len(res.Rows) != 6 {
+		t.Fatalf("want download and upload over three paths, got %+v", res.Rows)
 	}
 	for _, r := range res.Rows {
-		if r.Edge <= 0 || r.Direct <= 0 {
-			t.Errorf("%s: no throughput measured: %+v", r.Direction, r)
+		if r.Median <= 0 || len(r.Runs) != 1 {
+			t.Errorf("%s %s: no throughput measured: %+v", r.Direction, r.Path, r)
 		}
 	}
 	if res.SessionsOK != 3 {

@@ -3,12 +3,12 @@ package bench
 import (
 	"bufio"
 	"context"
-		"fmt"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
-		"time"
+	"time"
 
 	"github.com/kubeftp/kubeftp-edge/watcher/apply"
 	"github.com/kubeftp/kubeftp-edge/watcher/desired"

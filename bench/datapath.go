@@ -39,13 +39,19 @@ type DataPathOptions struct {
 	Logger      *slog.Logger
 }
 
-// Throughput is one direction of the timed transfer: median bytes per second over Reps.
+// Paths of the timed transfer.
+const (
+	PathEdge       = "edge (role's config)"
+	PathEdgeSplice = "edge + splice"
+	PathDirect     = "direct to the pod"
+)
+
+// Throughput is one direction over one path: median bytes per second over the runs.
 type Throughput struct {
 	Direction string // download (RETR) or upload (STOR)
-	Edge      float64
-	Direct    float64
-	EdgeRuns  []float64
-	DirRuns   []float64
+	Path      string
+	Median    float64
+	Runs      []float64
 }
 
 // DataPathResult is part 4.
@@ -60,11 +66,16 @@ type DataPathResult struct {
 	SessionErrs []string
 }
 
+// spliceOptions make HAProxy move data with splice(2) between the sockets, without copying
+// it through user space; appended to the defaults section of the role's config.
+const spliceOptions = "    option splice-request\n    option splice-response\n"
+
 // DataPath moves a large file in passive mode (curl, EPSV) between the lab's client and the
-// vsftpd pod through the edge HAProxy (configured by the role's own rendering), and between
-// node n1 and the pod directly (no edge, no NodePort), alternating, and compares throughput.
-// Then it runs Sessions parallel FTP sessions through the edge, each uploading its own random
-// file and downloading it again, and counts those whose sha256 matched on both legs.
+// vsftpd pod through the edge HAProxy (the config the role renders, and the same with splice),
+// and between node n1 and the pod directly (no edge, no NodePort), in turn, and compares
+// throughput. Then it runs Sessions parallel FTP sessions through the edge (role's config),
+// each uploading its own random file and downloading it again, and counts those whose sha256
+// matched on both legs.
 func DataPath(ctx context.Context, opts DataPathOptions) (*DataPathResult, error) {
 	if opts.Prefix == "" {
 		opts.Prefix, opts.Net = "kfbdata", "10.240"
@@ -76,12 +87,20 @@ func DataPath(ctx context.Context, opts DataPathOptions) (*DataPathResult, error
 		opts.SessionSize = 4 << 20
 	}
 	l, err := lab.Up(ctx, lab.Options{Root: opts.Root, Prefix: opts.Prefix, Net: opts.Net, Nodes: 3, Edges: 1,
-		Clients: 40, Dir: filepath.Join(opts.Dir, "lab"), Logger: opts.Logger})
+		Clients: 40, Dir: filepath.Join(opts.Dir, "lab"), Logger: opts.Logger,
+		// 11 passive ports (the lab's default) run out under 50 parallel sessions: vsftpd
+		// answers "500 OOPS: vsf_sysutil_bind" when every port of its range is listening
+		PassiveMin: 21100, PassiveMax: 21199})
 	if err != nil {
 		return nil, err
 	}
 	defer l.Down()
-	if err := ServeLabPod(ctx, l, opts.Root, opts.Dir); err != nil {
+	roleCfg, err := labConfig(ctx, l, opts.Root, opts.Dir)
+	if err != nil {
+		return nil, err
+	}
+	spliceCfg, err := withSplice(roleCfg)
+	if err != nil {
 		return nil, err
 	}
 	res := &DataPathResult{Size: opts.Size, Reps: opts.Reps, Sessions: opts.Sessions, SessionSize: opts.SessionSize}
@@ -91,65 +110,87 @@ func DataPath(ctx context.Context, opts DataPathOptions) (*DataPathResult, error
 	if err != nil {
 		return nil, err
 	}
-	edge := netip.AddrPortFrom(l.EdgeAddr(1), 21)
-	pod := netip.AddrPortFrom(l.PodAddr(), 21)
-	down := Throughput{Direction: "download (RETR)"}
-	up := Throughput{Direction: "upload (STOR)"}
+	paths := []struct {
+		name   string
+		ns     string
+		server netip.AddrPort
+		cfg    []byte // edge config to load first; nil: direct
+	}{
+		{PathEdge, "client", netip.AddrPortFrom(l.EdgeAddr(1), 21), roleCfg},
+		{PathEdgeSplice, "client", netip.AddrPortFrom(l.EdgeAddr(1), 21), spliceCfg},
+		{PathDirect, "n1", netip.AddrPortFrom(l.PodAddr(), 21), nil},
+	}
+	runs := map[string][]float64{}
 	local := filepath.Join(opts.Dir, "big.down")
+	defer os.Remove(local)
 	for rep := range opts.Reps {
-		for _, path := range []struct {
-			ns     string
-			server netip.AddrPort
-			edge   bool
-		}{{"client", edge, true}, {"n1", pod, false}} {
-			bps, err := curlTimed(ctx, l, path.ns, path.server, "pub/big.bin", local, false)
+		for _, p := range paths {
+			if p.cfg != nil {
+				if err := serveEdge(ctx, l, p.cfg); err != nil {
+					return res, err
+				}
+			}
+			bps, err := curlTimed(ctx, l, p.ns, p.server, "pub/big.bin", local, false)
 			if err != nil {
 				return res, err
 			}
 			if got, err := fileSHA256(local); err != nil || got != want {
-				return res, fmt.Errorf("download via %s: sha256 %s, want %s (%v)", path.server, got, want, err)
+				return res, fmt.Errorf("download via %s: sha256 %s, want %s (%v)", p.name, got, want, err)
 			}
-			remote := fmt.Sprintf("pub/up-%s-%d.bin", path.ns, rep)
-			ubps, err := curlTimed(ctx, l, path.ns, path.server, remote, big, true)
+			remote := fmt.Sprintf("pub/up-%d.bin", rep)
+			ubps, err := curlTimed(ctx, l, p.ns, p.server, remote, big, true)
 			if err != nil {
 				return res, err
 			}
 			if got, err := fileSHA256(filepath.Join(l.FTPRoot(), remote)); err != nil || got != want {
-				return res, fmt.Errorf("upload via %s: sha256 %s, want %s (%v)", path.server, got, want, err)
+				return res, fmt.Errorf("upload via %s: sha256 %s, want %s (%v)", p.name, got, want, err)
 			}
-			_ = os.Remove(filepath.Join(l.FTPRoot(), remote))
-			if path.edge {
-				down.EdgeRuns, up.EdgeRuns = append(down.EdgeRuns, bps), append(up.EdgeRuns, ubps)
-			} else {
-				down.DirRuns, up.DirRuns = append(down.DirRuns, bps), append(up.DirRuns, ubps)
+			if err := os.Remove(filepath.Join(l.FTPRoot(), remote)); err != nil {
+				return res, err
 			}
+			runs["download (RETR)|"+p.name] = append(runs["download (RETR)|"+p.name], bps)
+			runs["upload (STOR)|"+p.name] = append(runs["upload (STOR)|"+p.name], ubps)
 		}
 	}
-	_ = os.Remove(local)
-	for _, t := range []*Throughput{&down, &up} {
-		t.Edge, t.Direct = medianF(t.EdgeRuns), medianF(t.DirRuns)
-		res.Rows = append(res.Rows, *t)
+	for _, dir := range []string{"download (RETR)", "upload (STOR)"} {
+		for _, p := range paths {
+			r := runs[dir+"|"+p.name]
+			res.Rows = append(res.Rows, Throughput{Direction: dir, Path: p.name, Median: medianF(r), Runs: r})
+		}
 	}
 
 	if opts.Sessions > 0 {
-		res.SessionsOK, res.SessionWall, res.SessionErrs = parallelSessions(ctx, l, edge, opts.Sessions, opts.SessionSize)
+		if err := serveEdge(ctx, l, roleCfg); err != nil {
+			return res, err
+		}
+		res.SessionsOK, res.SessionWall, res.SessionErrs = parallelSessions(ctx, l, paths[0].server, opts.Sessions, opts.SessionSize)
 	}
 	return res, nil
 }
 
-// ServeLabPod points edge 1 of the lab at the lab's vsftpd pod with the compact config the
-// role renders, reloads it, and waits until every node's control server is up.
-func ServeLabPod(ctx context.Context, l *lab.Lab, root, dir string) error {
-	st := LabState(l, l.Nodes())
+// withSplice inserts spliceOptions at the end of the defaults section.
+func withSplice(cfg []byte) ([]byte, error) {
+	const anchor = "    option redispatch 1\n"
+	s := string(cfg)
+	if !strings.Contains(s, anchor) {
+		return nil, fmt.Errorf("the role's config has no %q in its defaults section", strings.TrimSpace(anchor))
+	}
+	return []byte(strings.Replace(s, anchor, anchor+spliceOptions, 1)), nil
+}
+
+// labConfig renders the compact config that serves the lab's vsftpd pod on edge 1, with
+// the role (ansible/render.yml).
+func labConfig(ctx context.Context, l *lab.Lab, root, dir string) ([]byte, error) {
 	cfg := filepath.Join(dir, "edge.cfg")
-	if err := RenderCompact(ctx, root, dir, st, cfg, l.EdgeStatsSocket(1)); err != nil {
-		return err
+	if err := RenderCompact(ctx, root, dir, LabState(l, l.Nodes()), cfg, l.EdgeStatsSocket(1)); err != nil {
+		return nil, err
 	}
-	data, err := os.ReadFile(cfg)
-	if err != nil {
-		return err
-	}
-	if err := l.WriteEdgeConfig(1, data); err != nil {
+	return os.ReadFile(cfg)
+}
+
+// serveEdge loads cfg on edge 1, reloads it and waits until every node's control server is up.
+func serveEdge(ctx context.Context, l *lab.Lab, cfg []byte) error {
+	if err := l.WriteEdgeConfig(1, cfg); err != nil {
 		return err
 	}
 	if err := l.Reload(ctx, 1); err != nil {
@@ -289,20 +330,28 @@ func fileSHA256(path string) (string, error) {
 
 func (d *DataPathResult) markdown(b *strings.Builder) {
 	fmt.Fprintf(b, "\n## 4. Data path\n\n")
-	fmt.Fprintf(b, "A %s file in passive mode with curl (EPSV), through the edge (client namespace → edge HAProxy with the "+
-		"config the role renders → node NodePort (DNAT + MASQUERADE) → vsftpd pod) and straight to the pod (from node "+
-		"n1's namespace, which sits on the pod bridge: no edge, no NodePort). Paths alternate; median of %d each; "+
+	fmt.Fprintf(b, "A %s file in passive mode with curl (EPSV), through the edge (client namespace → edge HAProxy → "+
+		"node NodePort (DNAT + MASQUERADE) → vsftpd pod) and straight to the pod (from node n1's namespace, which sits "+
+		"on the pod bridge: no edge, no NodePort). Edge configs: the one the role renders, and the same plus "+
+		"`option splice-request` / `option splice-response` in `defaults`. Paths in turn; median of %d runs each; "+
 		"speed as curl reports it; every transfer sha256-checked.\n\n", size(d.Size), d.Reps)
-	b.WriteString("| direction | through the edge | direct to the pod | ratio edge/direct | runs edge | runs direct |\n")
-	b.WriteString("| --- | ---: | ---: | ---: | --- | --- |\n")
+	b.WriteString("| direction | path | throughput | ratio to direct | runs (MB/s) |\n")
+	b.WriteString("| --- | --- | ---: | ---: | --- |\n")
+	direct := map[string]float64{}
 	for _, r := range d.Rows {
-		fmt.Fprintf(b, "| %s | %s | %s | %.2f | %s | %s |\n", r.Direction, mbps(r.Edge), mbps(r.Direct), r.Edge/r.Direct,
-			mbpsList(r.EdgeRuns), mbpsList(r.DirRuns))
+		if r.Path == PathDirect {
+			direct[r.Direction] = r.Median
+		}
+	}
+	for _, r := range d.Rows {
+		fmt.Fprintf(b, "| %s | %s | %s | %s | %s |\n", r.Direction, r.Path, mbps(r.Median),
+			ratio(r.Median, direct[r.Direction]), mbpsList(r.Runs))
 	}
 	if d.Sessions > 0 {
-		fmt.Fprintf(b, "\n%d parallel sessions through the edge (curl EPSV, curl PASV and lftp in turn, from 40 client "+
-			"addresses), each uploading its own random %s file and downloading it again: **%d of %d** sha256-equal on "+
-			"the server and after download, in %s.\n", d.Sessions, size(d.SessionSize), d.SessionsOK, d.Sessions,
+		fmt.Fprintf(b, "\n%d parallel sessions through the edge (role's config; curl EPSV, curl PASV and lftp in turn, from "+
+			"40 client addresses; vsftpd passive range 21100-21199, as 11 ports run out under 50 sessions), each "+
+			"uploading its own random %s file and downloading it again: **%d of %d** sha256-equal on the server and "+
+			"after download, in %s.\n", d.Sessions, size(d.SessionSize), d.SessionsOK, d.Sessions,
 			d.SessionWall.Round(100*time.Millisecond))
 		for _, e := range d.SessionErrs {
 			fmt.Fprintf(b, "- failed: %s\n", mdEscape(e))

@@ -69,10 +69,10 @@ func (s *Sandbox) haproxyArgv(args ...string) []string {
 // Check runs `haproxy -c` on cfg and returns how long it took.
 func (s *Sandbox) Check(ctx context.Context, cfg string) (time.Duration, error) {
 	start := time.Now()
-	out, err := runOut(ctx, "ip", s.haproxyArgv("-c", "-q", "-f", cfg)...)
+	out, err := runOut(ctx, "ip", s.haproxyArgv("-c", "-f", cfg)...)
 	took := time.Since(start)
 	if err != nil {
-		return took, fmt.Errorf("haproxy -c: %w: %s", err, lastLines(out, 3))
+		return took, fmt.Errorf("haproxy -c: %w: %s", err, lastLines(alerts(out), 3))
 	}
 	return took, nil
 }
@@ -107,7 +107,7 @@ func (s *Sandbox) Start(ctx context.Context, cfg string) (*HAProxy, time.Duratio
 		}
 		select {
 		case <-h.done:
-			return nil, 0, fmt.Errorf("haproxy exited before its first worker ran: %s", lastLines(h.out.String(), 3))
+			return nil, 0, fmt.Errorf("haproxy exited before its first worker ran: %s", lastLines(alerts(h.out.String()), 3))
 		case <-ctx.Done():
 			h.Stop()
 			return nil, 0, fmt.Errorf("waiting for the first worker: %w", ctx.Err())
@@ -210,7 +210,7 @@ func (h *HAProxy) Reload(ctx context.Context) (time.Duration, error) {
 	for {
 		if p, err := h.ShowProc(ctx); err == nil {
 			if p.failed > before.failed {
-				return 0, fmt.Errorf("reload failed: %s", lastLines(h.out.String(), 3))
+				return 0, fmt.Errorf("reload failed: %s", lastLines(alerts(h.out.String()), 3))
 			}
 			if w, ok := p.current(); ok && w.pid != old.pid {
 				return time.Since(start), nil
@@ -218,12 +218,23 @@ func (h *HAProxy) Reload(ctx context.Context) (time.Duration, error) {
 		}
 		select {
 		case <-h.done:
-			return 0, fmt.Errorf("haproxy exited during a reload: %s", lastLines(h.out.String(), 3))
+			return 0, fmt.Errorf("haproxy exited during a reload: %s", lastLines(alerts(h.out.String()), 3))
 		case <-ctx.Done():
 			return 0, fmt.Errorf("waiting for the new worker: %w", ctx.Err())
 		case <-time.After(2 * time.Millisecond):
 		}
 	}
+}
+
+// alerts drops HAProxy's NOTICE and WARNING lines from its output.
+func alerts(out string) string {
+	var keep []string
+	for _, l := range strings.Split(out, "\n") {
+		if !strings.HasPrefix(l, "[NOTICE]") && !strings.HasPrefix(l, "[WARNING]") {
+			keep = append(keep, l)
+		}
+	}
+	return strings.Join(keep, "\n")
 }
 
 // processRSS reads VmRSS of a process from /proc.

@@ -33,6 +33,9 @@ type Options struct {
 	Net string
 	// Nodes, Edges and Clients count Kubernetes nodes, edge hosts and client source addresses.
 	Nodes, Edges, Clients int
+	// PassiveMin and PassiveMax set the pod's passive range (lab.sh LAB_PASV_MIN/MAX) when
+	// not zero; the default 21100-21110 is too narrow for dozens of parallel sessions.
+	PassiveMin, PassiveMax int
 	// Dir is the run dir (keys, inventory, configs, logs). Empty: /tmp/kubeftp-lab-<prefix>.
 	Dir string
 	// Logger receives one line per lab.sh command; nil discards.
@@ -118,8 +121,12 @@ func (l *Lab) Script(ctx context.Context, args ...string) (string, error) {
 		"--nodes", strconv.Itoa(l.opts.Nodes), "--edges", strconv.Itoa(l.opts.Edges),
 		"--clients", strconv.Itoa(l.opts.Clients),
 	}, args...)
+	var env []string
+	if l.opts.PassiveMin > 0 && l.opts.PassiveMax > 0 {
+		env = []string{"LAB_PASV_MIN=" + strconv.Itoa(l.opts.PassiveMin), "LAB_PASV_MAX=" + strconv.Itoa(l.opts.PassiveMax)}
+	}
 	start := time.Now()
-	stdout, stderr, err := run(ctx, l.script, full...)
+	stdout, stderr, err := runEnv(ctx, env, l.script, full...)
 	l.log.Debug("lab.sh", "args", strings.Join(args, " "), "took", time.Since(start), "err", err)
 	if err != nil {
 		return stdout, fmt.Errorf("lab.sh %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr))
@@ -180,7 +187,13 @@ func (l *Lab) Nodes() int { return l.opts.Nodes }
 func (l *Lab) Edges() int { return l.opts.Edges }
 
 // EdgeAddr is the public address of edge i: SSH, and where the FTP services bind.
-func (l *Lab) EdgeAddr(i int) netip.Addr { return l.addr(1, i) }
+func (l *Lab) EdgeAddr(i int) netip.Addr {
+	if i > 9 {
+		// edges 10 and up sit above the client addresses (lab.sh edge_ip)
+		return l.addr(1, 100+i)
+	}
+	return l.addr(1, i)
+}
 
 // NodeAddr is the address of node k on the node segment (what HAProxy connects to).
 func (l *Lab) NodeAddr(k int) netip.Addr { return l.addr(2, 10+k) }
@@ -283,7 +296,15 @@ func parseEnv(out string) map[string]string {
 // run executes a command in its own process group (killed as a whole when ctx ends) and
 // returns its stdout and stderr.
 func run(ctx context.Context, name string, args ...string) (string, string, error) {
+	return runEnv(ctx, nil, name, args...)
+}
+
+// runEnv is run with extra environment variables.
+func runEnv(ctx context.Context, env []string, name string, args ...string) (string, string, error) {
 	cmd := exec.CommandContext(ctx, name, args...)
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	// daemons started by lab.sh keep no pipe open, but a stray one must not hang us forever

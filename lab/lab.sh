@@ -5,7 +5,7 @@
 #
 #   root ns (Ansible controller, test runner)  NET.1.254 --+
 #   <p>-client  eth0  NET.1.10 .. NET.1.(9+CLIENTS)      --+-- br-pub   (bridges live in <p>-sw)
-#   <p>-e<i>    eth0  NET.1.<i>   sshd :22, HAProxy      --+
+#   <p>-e<i>    eth0  NET.1.<i>   sshd :22, HAProxy      --+   (edges 10..40: NET.1.(100+i), NET.2.(200+i))
 #   <p>-e<i>    eth1  NET.2.<i>                          --+
 #   <p>-n<k>    eth0  NET.2.(10+k)                       --+-- br-node
 #       NodePorts like kube-proxy: nat DNAT to the pod + MASQUERADE towards the pods
@@ -28,7 +28,7 @@
 #   -p, --prefix   LAB_PREFIX   namespace prefix, at most 10 characters       (kfe)
 #   -n, --net      LAB_NET      first two octets of the lab's private /16      (10.213)
 #       --nodes    LAB_NODES    Kubernetes nodes, 1..99                        (3)
-#       --edges    LAB_EDGES    edge hosts, 1..9                               (1)
+#       --edges    LAB_EDGES    edge hosts, 1..40                              (1)
 #       --clients  LAB_CLIENTS  source addresses of the client namespace, 1..40 (6)
 #   -d, --dir      LAB_DIR      run dir: keys, inventory, configs, logs    (/tmp/kubeftp-lab-<prefix>)
 #   LAB_CTRL_NODEPORT=30021 LAB_PASV_MIN=21100 LAB_PASV_MAX=21110 LAB_PASV_OFFSET=11000: the
@@ -79,7 +79,7 @@ PASV_OFFSET=${SET[PASV_OFFSET]:-${L_PASV_OFFSET:-11000}}
 [[ $NET != 10.* ]] || [ "${NET#10.}" -le 255 ] || die "net '$NET': octet out of range"
 int_in() { [[ $1 =~ ^[0-9]+$ ]] && [ "$1" -ge "$2" ] && [ "$1" -le "$3" ]; }
 int_in "$NODES" 1 99 || die "nodes '$NODES': want 1..99"
-int_in "$EDGES" 1 9 || die "edges '$EDGES': want 1..9"
+int_in "$EDGES" 1 40 || die "edges '$EDGES': want 1..40"
 int_in "$CLIENTS" 1 40 || die "clients '$CLIENTS': want 1..40"
 for v in CTRL_NODEPORT PASV_MIN PASV_MAX; do int_in "${!v}" 1 65535 || die "$v '${!v}': want a port"; done
 [ "$PASV_MIN" -le "$PASV_MAX" ] || die "passive range $PASV_MIN-$PASV_MAX is empty"
@@ -87,8 +87,9 @@ int_in "$((PASV_MAX + PASV_OFFSET))" 1 65535 || die "passive offset $PASV_OFFSET
 
 ROOT_IP=$NET.1.254 POD_IP=$NET.3.1
 RUN=$DIR/run LOG=$DIR/log SSHDIR=$DIR/ssh
-edge_ip()      { echo "$NET.1.$1"; }
-edge_node_ip() { echo "$NET.2.$1"; }
+# edges 10 and up sit above the clients (NET.1.10..49) and the nodes (NET.2.11..109)
+edge_ip()      { if [ "$1" -le 9 ]; then echo "$NET.1.$1"; else echo "$NET.1.$((100 + $1))"; fi; }
+edge_node_ip() { if [ "$1" -le 9 ]; then echo "$NET.2.$1"; else echo "$NET.2.$((200 + $1))"; fi; }
 node_ip()      { echo "$NET.2.$((10 + $1))"; }
 node_pod_ip()  { echo "$NET.3.$((10 + $1))"; }
 client_ip()    { echo "$NET.1.$((9 + $1))"; }
