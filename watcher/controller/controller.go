@@ -181,7 +181,10 @@ func (c *Controller) Ready() bool {
 	if !c.opts.HasSynced() {
 		return false
 	}
-	return !c.leading.Load() || c.attempted.Load()
+	if c.opts.LeaderElection.Enabled && !c.leading.Load() {
+		return true // a follower is ready to take over
+	}
+	return c.attempted.Load()
 }
 
 // Leading reports whether this replica pushes (holds the Lease or runs without election).

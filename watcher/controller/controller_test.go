@@ -114,8 +114,8 @@ func newRig(t *testing.T, mod func(*Options)) *rig {
 	opts := Options{
 		Client: r.kube, Source: r.src, HasSynced: func() bool { return true },
 		Applier: r.rec, Preflight: r.pre,
-		Hosts:          []apply.Host{{Name: "e1"}, {Name: "e2"}, {Name: "e3"}},
-		Namespace:      "kubeftp", StateConfigMap: "kubeftp-edge-state",
+		Hosts:     []apply.Host{{Name: "e1"}, {Name: "e2"}, {Name: "e3"}},
+		Namespace: "kubeftp", StateConfigMap: "kubeftp-edge-state",
 		CoalesceWindow: 2 * time.Second, ResyncPeriod: 10 * time.Minute,
 		RetryBaseBackoff: 2 * time.Second, RetryMaxBackoff: 30 * time.Second,
 		DriftCheck: true,
