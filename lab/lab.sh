@@ -619,7 +619,8 @@ down() {
     ssh -o ControlPath="$s" -O exit lab-edge >/dev/null 2>&1 || true
     rm -f "$s"
   done
-  for i in $(seq 1 9); do
+  # every edge an earlier up may have made, whatever LAB_EDGES says now
+  for i in $(seq 1 40); do
     [ -d "$(edge_dir "$i")" ] || continue
     haproxy_stop "$i"   # SIGTERM to the master stops every worker, old ones too
     edge_sshd_stop "$i"
