@@ -128,6 +128,11 @@ func TestEdge(t *testing.T) {
 			sessions = append(sessions, s)
 		}
 		sticky := e.stickTable(ctx, t)
+		for _, src := range l.ClientAddrs()[:5] {
+			if sticky[src.String()] == "" {
+				t.Fatalf("no stick entry for session source %s: %v", src, sticky)
+			}
+		}
 		before := e.worker(ctx, t)
 		run := e.apply(ctx, t, v2, "")
 		h := e.host(t, run)
