@@ -327,7 +327,10 @@ func TestLab(t *testing.T) {
 
 func handwrittenConfig(t *testing.T, l *Lab) []byte {
 	t.Helper()
-	tmpl := template.Must(template.ParseFiles("testdata/handwritten.cfg.tmpl"))
+	tmpl, err := template.ParseFiles("testdata/handwritten.cfg.tmpl")
+	if err != nil {
+		t.Fatal(err)
+	}
 	type node struct {
 		Name string
 		Addr netip.Addr
@@ -338,7 +341,7 @@ func handwrittenConfig(t *testing.T, l *Lab) []byte {
 		nodes = append(nodes, node{Name: fmt.Sprintf("n%d", k), Addr: l.NodeAddr(k), ID: k})
 	}
 	var b bytes.Buffer
-	err := tmpl.Execute(&b, map[string]any{
+	err = tmpl.Execute(&b, map[string]any{
 		"StatsSocket": l.EdgeStatsSocket(1), "Edge": l.EdgeAddr(1), "Nodes": nodes,
 		"ControlNodePort": l.ControlNodePort(), "PassiveMin": l.PassiveMin(),
 		"PassiveMax": l.PassiveMax(), "PassiveOffset": l.PassiveOffset(),
