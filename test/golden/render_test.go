@@ -334,7 +334,7 @@ func TestPreflightRejects(t *testing.T) {
 				s["control_port"] = 2121
 				s["passive_min"], s["passive_max"] = 21110, 21120
 			})
-		}, "service demo-ftp on 10.213.1.1: overlaps service other-ftp"},
+		}, "service demo-ftp passive ports 21100-21110 on 10.213.1.1 overlaps service other-ftp passive ports 21110-21120 on 10.213.1.1"},
 		{"same control port", func(v map[string]any) {
 			secondService(v, func(s map[string]any) { s["passive_min"], s["passive_max"] = 22000, 22010 })
 		}, "overlaps service other-ftp"},
@@ -353,7 +353,7 @@ func TestPreflightRejects(t *testing.T) {
 		{"peers port", func(v map[string]any) {
 			service(v, 0)["bind_address"] = "127.0.0.1"
 			service(v, 0)["control_port"] = 10000
-		}, "uses port 10000 of the peers section"},
+		}, "service demo-ftp control port 10000 on 127.0.0.1 overlaps the peers section (haproxy_ftp_peers_port 10000 on 127.0.0.1)"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
