@@ -68,8 +68,9 @@ type Report struct {
 	Durations         []PartDuration
 	Errors            []string
 
-	Scale    *ScaleResult
-	DataPath *DataPathResult
+	Scale       *ScaleResult
+	DataPath    *DataPathResult
+	WatcherCost *WatcherCostResult
 }
 
 // PartDuration is the wall time of one part of the run.
@@ -111,6 +112,9 @@ func (r *Report) Markdown() string {
 	}
 	if r.DataPath != nil {
 		r.DataPath.markdown(&b)
+	}
+	if r.WatcherCost != nil {
+		r.WatcherCost.markdown(&b)
 	}
 	return b.String()
 }

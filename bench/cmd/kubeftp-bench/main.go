@@ -86,6 +86,11 @@ func run() error {
 				Root: cfg.root, Dir: dir, Size: int64(cfg.transferMB) << 20, Reps: 3,
 				Sessions: cfg.sessions, Logger: log,
 			})
+		case "watcher":
+			rep.WatcherCost, perr = bench.WatcherCost(ctx, bench.WatcherCostOptions{
+				Root: cfg.root, Dir: dir, Binary: cfg.watcherBin, Nodes: 5000, Services: 1000,
+				Idle: 45 * time.Second, BenchTime: "10x", RoleCounts: []int{10, 100, 1000}, Logger: log,
+			})
 		default:
 			perr = fmt.Errorf("part %s is not implemented", part)
 		}
@@ -148,6 +153,9 @@ func parseFlags(args []string) (config, error) {
 	}
 	if cfg.root, err = filepath.Abs(cfg.root); err != nil {
 		return cfg, err
+	}
+	if !filepath.IsAbs(cfg.watcherBin) {
+		cfg.watcherBin = filepath.Join(cfg.root, cfg.watcherBin)
 	}
 	if _, err := os.Stat(filepath.Join(cfg.root, "ansible", "render.yml")); err != nil {
 		return cfg, fmt.Errorf("-root %s is not the kubeftp-edge checkout: %w", cfg.root, err)
