@@ -14,6 +14,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -132,10 +133,32 @@ type watcherOpts struct {
 // watcher is the program's watch command minus flags: the real source on the real API server
 // and the controller, with a Recorder (or the given applier) behind it.
 type watcher struct {
-	ctrl   *controller.Controller
-	rec    *apply.Recorder
-	cancel context.CancelFunc
-	done   chan error
+	ctrl     *controller.Controller
+	rec      *apply.Recorder // nil when a real applier runs
+	requests func() []apply.Request
+	cancel   context.CancelFunc
+	done     chan error
+}
+
+// recording wraps a real Applier and keeps the requests it served.
+type recording struct {
+	apply.Applier
+	mu   sync.Mutex
+	reqs []apply.Request
+}
+
+func (r *recording) Apply(ctx context.Context, req apply.Request) (apply.Result, error) {
+	res, err := r.Applier.Apply(ctx, req)
+	r.mu.Lock()
+	r.reqs = append(r.reqs, req)
+	r.mu.Unlock()
+	return res, err
+}
+
+func (r *recording) Requests() []apply.Request {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.reqs)
 }
 
 func (e *env) startWatcher(o watcherOpts) *watcher {
@@ -157,6 +180,11 @@ func (e *env) startWatcher(o watcherOpts) *watcher {
 	if o.applier == nil {
 		w.rec = apply.NewRecorder(o.hosts...)
 		o.applier = w.rec
+		w.requests = w.rec.Requests
+	} else {
+		r := &recording{Applier: o.applier}
+		o.applier = r
+		w.requests = r.Requests
 	}
 	if o.inventory == nil {
 		for _, h := range o.hosts {
@@ -227,7 +255,7 @@ func (w *watcher) stop(t *testing.T) error {
 // pushes are the recorded non-check requests.
 func (w *watcher) pushes() []apply.Request {
 	var out []apply.Request
-	for _, r := range w.rec.Requests() {
+	for _, r := range w.requests() {
 		if !r.Check {
 			out = append(out, r)
 		}
@@ -238,7 +266,12 @@ func (w *watcher) pushes() []apply.Request {
 // waitPush waits until the last recorded push satisfies ok, and returns it.
 func (e *env) waitPush(w *watcher, what string, ok func(desired.State) bool) apply.Request {
 	e.t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+	return e.waitPushWithin(w, 20*time.Second, what, ok)
+}
+
+func (e *env) waitPushWithin(w *watcher, d time.Duration, what string, ok func(desired.State) bool) apply.Request {
+	e.t.Helper()
+	deadline := time.Now().Add(d)
 	for {
 		p := w.pushes()
 		if len(p) > 0 && ok(p[len(p)-1].State) {
@@ -249,7 +282,7 @@ func (e *env) waitPush(w *watcher, what string, ok func(desired.State) bool) app
 			if len(p) > 0 {
 				last = summary(p[len(p)-1].State)
 			}
-			e.t.Fatalf("no push with %s within 20s (%d pushes; last: %s)", what, len(p), last)
+			e.t.Fatalf("no push with %s within %s (%d pushes; last: %s)", what, d, len(p), last)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
