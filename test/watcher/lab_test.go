@@ -208,4 +208,3 @@ func roundTrip(ctx context.Context, t *testing.T, l *lab.Lab, edge netip.AddrPor
 		}
 	}
 }
-
