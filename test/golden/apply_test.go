@@ -23,29 +23,43 @@ import (
 // without SSH (test/edge runs them over SSH in the network-namespace lab). Everything it
 // binds and checks is on 127.0.0.0/8.
 type localEdge struct {
-	dir, addr, cfg, master, stats, inventory string
-	pid                                        int
+	dir, addr, master, stats, inventory string
+	cfg                                 string // the file the role manages
+	pid                                 int
 }
 
-func startLocalEdge(t *testing.T) *localEdge {
+// startLocalEdge starts HAProxy on its own config (full mode) or, with fragment, on a main
+// config plus a conf.d directory the role writes its fragment into.
+func startLocalEdge(t *testing.T, fragment bool) *localEdge {
 	t.Helper()
 	need(t, "haproxy", "socat", "ss", "ansible-playbook")
 	dir := t.TempDir()
 	e := &localEdge{
 		dir:    dir,
 		addr:   fmt.Sprintf("127.213.%d.%d", rand.IntN(250)+1, rand.IntN(250)+1),
-		cfg:    filepath.Join(dir, "haproxy.cfg"),
 		master: filepath.Join(dir, "master.sock"),
 		stats:  filepath.Join(dir, "stats.sock"),
 	}
+	main := filepath.Join(dir, "haproxy.cfg")
+	fragDir := filepath.Join(dir, "conf.d")
 	// What an edge runs before the first playbook: HAProxy accepts it, it serves nothing.
-	initial := fmt.Sprintf("global\n    stats socket %s mode 600 level admin\n\ndefaults\n    mode tcp\n"+
-		"    timeout connect 1s\n    timeout client 1s\n    timeout server 1s\n", e.stats)
-	if err := os.WriteFile(e.cfg, []byte(initial), 0o644); err != nil {
+	initial := fmt.Sprintf("global\n    stats socket %s mode 600 level admin\n    localpeer e1\n\n"+
+		"defaults\n    mode tcp\n    timeout connect 1s\n    timeout client 1s\n    timeout server 1s\n", e.stats)
+	if err := os.WriteFile(main, []byte(initial), 0o644); err != nil {
 		t.Fatalf("writing initial config: %v", err)
 	}
+	files := []string{"-f", main}
+	e.cfg = main
+	if fragment {
+		if err := os.Mkdir(fragDir, 0o755); err != nil {
+			t.Fatalf("creating conf.d: %v", err)
+		}
+		files = append(files, "-f", fragDir)
+		e.cfg = filepath.Join(fragDir, "50-kubeftp-edge.cfg")
+	}
 	pidFile := filepath.Join(dir, "haproxy.pid")
-	out, err := exec.Command("haproxy", "-W", "-D", "-p", pidFile, "-S", e.master+",mode,600", "-f", e.cfg).CombinedOutput()
+	args := append([]string{"-W", "-D", "-p", pidFile, "-S", e.master + ",mode,600"}, files...)
+	out, err := exec.Command("haproxy", args...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("starting haproxy: %v\n%s", err, out)
 	}
@@ -85,11 +99,11 @@ func startLocalEdge(t *testing.T) *localEdge {
 	if err != nil {
 		t.Fatalf("current group: %v", err)
 	}
-	inv := map[string]any{"edge": map[string]any{"hosts": map[string]any{"e1": map[string]any{
+	host := map[string]any{
 		"ansible_connection":           "local",
 		"ansible_python_interpreter":   "/usr/bin/python3",
 		"haproxy_ftp_reload_method":    "master-socket",
-		"haproxy_ftp_config_path":      e.cfg,
+		"haproxy_ftp_config_path":      main,
 		"haproxy_ftp_master_socket":    e.master,
 		"haproxy_ftp_stats_socket":     e.stats,
 		"haproxy_ftp_config_owner":     u.Username,
@@ -99,7 +113,13 @@ func startLocalEdge(t *testing.T) *localEdge {
 		"haproxy_ftp_verify_timeout":   5,
 		"haproxy_ftp_backups_kept":     2,
 		"haproxy_ftp_peers_local_name": "e1",
-	}}}}
+	}
+	if fragment {
+		host["haproxy_ftp_config_mode"] = "fragment"
+		host["haproxy_ftp_fragment_dir"] = fragDir
+		host["haproxy_ftp_main_config_path"] = main
+	}
+	inv := map[string]any{"edge": map[string]any{"hosts": map[string]any{"e1": host}}}
 	rawInv, err := json.Marshal(inv) // JSON is YAML: a YAML inventory
 	if err != nil {
 		t.Fatalf("encoding inventory: %v", err)
@@ -227,7 +247,8 @@ func TestApplyReloadVerifyRollback(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a real HAProxy and runs site.yml")
 	}
-	e := startLocalEdge(t)
+	t.Parallel() // each edge has a loopback address of its own
+	e := startLocalEdge(t, false)
 	good := e.edgeVars(t)
 
 	// First run: the file changes, HAProxy reloads into a new worker, every port listens.
@@ -354,5 +375,52 @@ func TestApplyReloadVerifyRollback(t *testing.T) {
 	}
 	if len(backups) != 2 {
 		t.Errorf("backups kept: %v, want 2", backups)
+	}
+}
+
+// Fragment mode: the role owns one file of a conf.d directory loaded after a main config it
+// does not touch. The first install fails at reload here (a port is taken), so there is no
+// previous fragment: it is removed and HAProxy reloaded without it; then it installs.
+func TestApplyFragment(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a real HAProxy and runs site.yml")
+	}
+	t.Parallel() // each edge has a loopback address of its own
+	e := startLocalEdge(t, true)
+	main := readFile(t, filepath.Join(e.dir, "haproxy.cfg"))
+	vars := e.edgeVars(t)
+
+	taken, err := net.Listen("tcp", net.JoinHostPort(e.addr, "28101"))
+	if err != nil {
+		t.Fatalf("taking a port: %v", err)
+	}
+	r, out := e.apply(t, vars)
+	if r.Failures != 1 || !r.RolledBack || !strings.Contains(r.Msg, "The new file was removed (there was none before) and HAProxy reloaded without it") {
+		t.Errorf("first install with a port taken: %+v\n%s", r, out)
+	}
+	if _, err := os.Stat(e.cfg); err == nil {
+		t.Errorf("the fragment %s is still there after the rollback", e.cfg)
+	}
+	taken.Close()
+
+	prev := e.workers(t)
+	r, out = e.apply(t, vars)
+	if r.Failures != 0 || !r.ConfigChanged || !r.Reloaded || r.RolledBack {
+		t.Fatalf("fragment install: %+v\n%s", r, out)
+	}
+	if w := e.workers(t); len(w) != 1 || (len(prev) == 1 && w[0] == prev[0]) {
+		t.Errorf("fragment install: workers %v, before %v: want a new one", w, prev)
+	}
+	for _, p := range []int{2121, 28100, 28101, 28102} {
+		if !e.listening(p) {
+			t.Errorf("fragment install: nothing listens on %s:%d", e.addr, p)
+		}
+	}
+	if !bytes.Equal(readFile(t, filepath.Join(e.dir, "haproxy.cfg")), main) {
+		t.Errorf("fragment mode changed the main config")
+	}
+	if !bytes.Contains(readFile(t, e.cfg), []byte("peers kubeftp_peers")) ||
+		bytes.Contains(readFile(t, e.cfg), []byte("\nglobal")) {
+		t.Errorf("the fragment should hold a peers section and no global section:\n%s", readFile(t, e.cfg))
 	}
 }
