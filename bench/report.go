@@ -71,6 +71,8 @@ type Report struct {
 	Scale       *ScaleResult
 	DataPath    *DataPathResult
 	WatcherCost *WatcherCostResult
+	Latency     []*LatencyRow
+	Coalescing  *CoalescingResult
 }
 
 // PartDuration is the wall time of one part of the run.
@@ -109,6 +111,10 @@ func (r *Report) Markdown() string {
 	}
 	if r.Scale != nil {
 		r.Scale.markdown(&b)
+	}
+	latencyMarkdown(&b, r.Latency)
+	if r.Coalescing != nil {
+		r.Coalescing.markdown(&b)
 	}
 	if r.DataPath != nil {
 		r.DataPath.markdown(&b)

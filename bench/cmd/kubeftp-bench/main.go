@@ -91,8 +91,26 @@ func run() error {
 				Root: cfg.root, Dir: dir, Binary: cfg.watcherBin, Nodes: 5000, Services: 1000,
 				Idle: 45 * time.Second, BenchTime: "10x", RoleCounts: []int{10, 100, 1000}, Logger: log,
 			})
-		default:
-			perr = fmt.Errorf("part %s is not implemented", part)
+		case "latency":
+			for i, edges := range cfg.edges {
+				var row *bench.LatencyRow
+				row, perr = bench.Latency(ctx, bench.LatencyOptions{Events: cfg.events, EdgeOptions: bench.EdgeOptions{
+					Root: cfg.root, Dir: filepath.Join(dir, strconv.Itoa(edges)), Binary: cfg.watcherBin, Edges: edges,
+					Prefix: fmt.Sprintf("kfblat%d", edges), Net: fmt.Sprintf("10.%d", 244+i), Logger: log,
+				}})
+				if row != nil {
+					rep.Latency = append(rep.Latency, row)
+				}
+				if perr != nil {
+					break
+				}
+			}
+		case "coalescing":
+			rep.Coalescing, perr = bench.Coalescing(ctx, bench.CoalescingOptions{
+				EdgeOptions: bench.EdgeOptions{Root: cfg.root, Dir: dir, Binary: cfg.watcherBin, Edges: 1,
+					Prefix: "kfbcoal", Net: "10.243", Logger: log},
+				Updates: cfg.burst, ExtraNodes: 50, Resyncs: 10, ResyncPeriod: 3 * time.Second,
+			})
 		}
 		rep.Durations = append(rep.Durations, bench.PartDuration{Part: part, Took: time.Since(start)})
 		if perr != nil {
