@@ -246,6 +246,20 @@ func (l *Lab) NodeRestore(ctx context.Context, k int) error {
 	return err
 }
 
+// RestartFTPServer restarts the pod's vsftpd with the passive range min-max (lab.sh
+// vsftpd-restart), as a rollout with a new passive range would: its open sessions end.
+func (l *Lab) RestartFTPServer(ctx context.Context, min, max int) error {
+	if _, err := l.Script(ctx, "vsftpd-restart", strconv.Itoa(min), strconv.Itoa(max)); err != nil {
+		return err
+	}
+	out, err := l.Script(ctx, "env")
+	if err != nil {
+		return err
+	}
+	l.env = parseEnv(out)
+	return nil
+}
+
 // Logs returns the tail of every log of the lab (daemons, transfers), for failing tests.
 func (l *Lab) Logs(lines int) string {
 	var b strings.Builder

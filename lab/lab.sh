@@ -21,6 +21,7 @@
 #   nodeport-list K
 #   healthz K PORT ok|fail|off             kube-proxy's /healthz of a Local Service on node K
 #   edge-sshd stop|start I
+#   vsftpd-restart MIN MAX                 the pod restarts with passive range MIN-MAX
 #   haproxy-start I | haproxy-stop I | haproxy-reload I | master-cli I CMD | stats-cli I CMD
 #   exec NS CMD...                         NS: client, pod, sw, e<i>, n<k>
 #   env                                    print the lab's parameters and paths (shell syntax)
@@ -508,6 +509,17 @@ vsftpd_start() {
   wait_listening pod "$POD_IP" 21 vsftpd
 }
 
+# Like a pod rolled out with another passive range: its sessions end, the new one listens.
+vsftpd_restart() {  # MIN MAX
+  [ $# -eq 2 ] || usage
+  int_in "$1" 1 65535 && int_in "$2" "$1" 65535 || die "passive range '$1-$2': want MIN-MAX ports"
+  int_in "$(($2 + PASV_OFFSET))" 1 65535 || die "passive offset $PASV_OFFSET leaves the port range"
+  PASV_MIN=$1 PASV_MAX=$2
+  write_env
+  stop_pidfile "$RUN/vsftpd.pid" vsftpd
+  vsftpd_start
+}
+
 write_inventory() {
   local i
   {
@@ -695,6 +707,7 @@ case "$cmd" in
   edge-sshd)
     edge_index "${2:-}"
     case "${1:-}" in start) edge_sshd_start "$2" ;; stop) edge_sshd_stop "$2" ;; *) usage ;; esac ;;
+  vsftpd-restart) vsftpd_restart "$@" ;;
   haproxy-start)  edge_index "${1:-}"; haproxy_start "$1" ;;
   haproxy-stop)   edge_index "${1:-}"; haproxy_stop "$1" ;;
   haproxy-reload) edge_index "${1:-}"; haproxy_reload "$1" ;;

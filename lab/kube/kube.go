@@ -200,6 +200,18 @@ func (c *Cluster) Stop() {
 	c.kas, c.etcd = nil, nil
 }
 
+// PIDs are the process ids of the running etcd and kube-apiserver, for callers that must be
+// able to stop them from another process.
+func (c *Cluster) PIDs() []int {
+	var pids []int
+	for _, cmd := range []*exec.Cmd{c.etcd, c.kas} {
+		if cmd != nil && cmd.Process != nil {
+			pids = append(pids, cmd.Process.Pid)
+		}
+	}
+	return pids
+}
+
 // RESTConfig returns an admin client configuration.
 func (c *Cluster) RESTConfig() (*rest.Config, error) {
 	cfg, err := clientcmd.BuildConfigFromFlags("", c.Kubeconfig)
