@@ -124,6 +124,16 @@ func TestWatcherDrivesTheLabEdge(t *testing.T) {
 	})
 
 	t.Run("resync converges a hand edit back", func(t *testing.T) {
+		// Syncs are serial and a resync ends after its drift check and any push: two whole
+		// resyncs after now mean nothing from the earlier steps is still in flight.
+		settle := func() {
+			t.Helper()
+			resyncs := value(t, w.ctrl.Metrics().Syncs.WithLabelValues("ok", "resync"))
+			eventually(t, 90*time.Second, "two more resyncs", func() bool {
+				return value(t, w.ctrl.Metrics().Syncs.WithLabelValues("ok", "resync")) >= resyncs+2
+			})
+		}
+		settle()
 		applied, _, err := l.EdgeConfig(1)
 		if err != nil {
 			t.Fatal(err)
@@ -143,18 +153,13 @@ func TestWatcherDrivesTheLabEdge(t *testing.T) {
 			}
 			time.Sleep(200 * time.Millisecond)
 		}
-		// the file is back before the run that wrote it ended
-		eventually(t, 60*time.Second, "the reverting push finished", func() bool { return len(w.pushes()) > before })
-		time.Sleep(time.Second)
+		settle()
 		if got := len(w.pushes()) - before; got != 1 {
 			t.Errorf("%d pushes to revert one drifted host, want 1", got)
 		}
-		// and an idle resync after that pushes nothing
+		// idle resyncs after that push nothing
 		n := len(w.pushes())
-		resyncs := value(t, w.ctrl.Metrics().Syncs.WithLabelValues("ok", "resync"))
-		eventually(t, 30*time.Second, "another resync", func() bool {
-			return value(t, w.ctrl.Metrics().Syncs.WithLabelValues("ok", "resync")) > resyncs+1
-		})
+		settle()
 		if got := len(w.pushes()); got != n {
 			t.Errorf("idle resyncs pushed %d times", got-n)
 		}
