@@ -189,3 +189,12 @@ func parseMaxConn(v string) (int, error) {
 	}
 	return n, nil
 }
+
+// Annotations lists every annotation key a Service may carry; the README documents each one.
+func Annotations() []string {
+	return []string{
+		AnnotationEdgeAddress, AnnotationEdgeGroup, AnnotationControlPort, AnnotationPassivePorts,
+		AnnotationTimeoutConnect, AnnotationTimeoutClient, AnnotationTimeoutServer, AnnotationTimeoutCheck,
+		AnnotationMaxConn, AnnotationProxyProtocol,
+	}
+}
