@@ -81,3 +81,73 @@ func TestDataPathSmallest(t *testing.T) {
 		t.Errorf("%d of 3 parallel sessions sha256-equal: %v", res.SessionsOK, res.SessionErrs)
 	}
 }
+
+// buildWatcher builds the watcher program (with the role embedded as it is now).
+func buildWatcher(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "kubeftp-edge")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if out, err := runOut(ctx, "go", "-C", repoRoot(t), "build", "-o", bin, "./watcher"); err != nil {
+		t.Fatalf("building the watcher: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func TestWatcherCostSmallest(t *testing.T) {
+	needRoot(t)
+	bin := buildWatcher(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	res, err := WatcherCost(ctx, WatcherCostOptions{
+		Root: repoRoot(t), Dir: t.TempDir(), Binary: bin, Nodes: 20, Services: 10, Idle: 2 * time.Second,
+		RoleCounts: []int{2}, Prefix: "kfbtwc", Net: "10.239",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.ServedServices != 10 || res.AtComputed.RSS < 1<<20 || res.AfterIdle.HWM < res.AtComputed.RSS {
+		t.Errorf("implausible watcher cost: %+v", res)
+	}
+	if len(res.Role) != 1 || res.Role[0].Wall <= 0 || len(res.Role[0].Tasks) == 0 {
+		t.Errorf("role cost not measured: %+v", res.Role)
+	}
+}
+
+func TestLatencySmallest(t *testing.T) {
+	needRoot(t)
+	bin := buildWatcher(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	row, err := Latency(ctx, LatencyOptions{Events: 2, EdgeOptions: EdgeOptions{
+		Root: repoRoot(t), Dir: t.TempDir(), Binary: bin, Edges: 1, Prefix: "kfbtlat", Net: "10.248",
+		WatcherFlags: []string{"--coalesce-window=200ms"},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(row.Events) != 2 || row.P50 <= 0 || row.PlaybookMean <= 0 {
+		t.Errorf("implausible latency: %+v", row)
+	}
+}
+
+func TestCoalescingSmallest(t *testing.T) {
+	needRoot(t)
+	bin := buildWatcher(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	res, err := Coalescing(ctx, CoalescingOptions{
+		EdgeOptions: EdgeOptions{Root: repoRoot(t), Dir: t.TempDir(), Binary: bin, Edges: 1, Prefix: "kfbtco",
+			Net: "10.249"},
+		Updates: 20, ExtraNodes: 4, Resyncs: 2, ResyncPeriod: 2 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Runs < 1 || res.Reloads < 1 {
+		t.Errorf("the burst changed the state but nothing ran: %+v", res)
+	}
+	if res.IdleApplyRuns != 0 || res.IdleReloads != 0 || res.IdleResyncsCounted < 2 {
+		t.Errorf("idle resyncs: %+v", res)
+	}
+}

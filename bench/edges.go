@@ -43,6 +43,8 @@ type EdgeOptions struct {
 	Prefix, Net       string
 	// WatcherFlags are extra flags of the watcher, e.g. --coalesce-window=500ms.
 	WatcherFlags []string
+	// ExtraNodes are created with n1..n3 before the watcher starts.
+	ExtraNodes []*corev1.Node
 	Logger       *slog.Logger
 }
 
@@ -69,11 +71,19 @@ func newEdgeEnv(ctx context.Context, o EdgeOptions) (_ *edgeEnv, err error) {
 			return nil, err
 		}
 	}
+	serving := []string{"n1", "n2", "n3"}
 	for k := 1; k <= 3; k++ {
 		if err := createNode(ctx, e.client, readyNode("n"+strconv.Itoa(k), e.lab.NodeAddr(k).String())); err != nil {
 			return nil, err
 		}
 	}
+	for _, n := range o.ExtraNodes {
+		if err := createNode(ctx, e.client, n); err != nil {
+			return nil, err
+		}
+		serving = append(serving, n.Name)
+	}
+	slices.Sort(serving)
 	if _, err := e.client.CoreV1().Namespaces().Create(ctx, namespace(benchNS), metav1.CreateOptions{}); err != nil {
 		return nil, err
 	}
@@ -92,8 +102,8 @@ func newEdgeEnv(ctx context.Context, o EdgeOptions) (_ *edgeEnv, err error) {
 	if err := e.startWatcher(ctx, o.WatcherFlags); err != nil {
 		return nil, err
 	}
-	// the first push: every edge serves the three nodes
-	if _, err := e.waitServing(ctx, []string{"n1", "n2", "n3"}, nil, 5*time.Minute); err != nil {
+	// the first push: every edge serves every node
+	if _, err := e.waitServing(ctx, serving, nil, 5*time.Minute); err != nil {
 		return nil, err
 	}
 	return e, nil
@@ -219,6 +229,9 @@ type LatencyRow struct {
 // /status subresource, and times each event until the running HAProxy of every edge host
 // serves the new server list (read from its stats socket, so the new worker answers).
 func Latency(ctx context.Context, o LatencyOptions) (*LatencyRow, error) {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
 	e, err := newEdgeEnv(ctx, o.EdgeOptions)
 	if err != nil {
 		return nil, err
@@ -317,26 +330,17 @@ type CoalescingResult struct {
 // counts the playbook runs and HAProxy reloads that follow. Then it restarts the watcher with
 // a short resync period and counts runs and reloads over Resyncs idle resyncs.
 func Coalescing(ctx context.Context, o CoalescingOptions) (*CoalescingResult, error) {
+	// extra nodes the edges cannot reach (no route): servers that are down, config that moves
+	addr := func(node, gen int) string { return fmt.Sprintf("%s.%d.%d", o.Net, 100+gen%50, 1+node) }
+	for x := range o.ExtraNodes {
+		o.EdgeOptions.ExtraNodes = append(o.EdgeOptions.ExtraNodes, readyNode(fmt.Sprintf("x%03d", x), addr(x, 0)))
+	}
 	e, err := newEdgeEnv(ctx, o.EdgeOptions)
 	if err != nil {
 		return nil, err
 	}
 	defer e.Close()
 	res := &CoalescingResult{Updates: o.Updates, Resyncs: o.Resyncs, ResyncPeriod: o.ResyncPeriod}
-	// extra nodes the edges cannot reach (no route): servers that are down, config that moves
-	addr := func(node, gen int) string { return fmt.Sprintf("%s.%d.%d", o.Net, 100+gen%50, 1+node) }
-	want := []string{"n1", "n2", "n3"}
-	for x := range o.ExtraNodes {
-		name := fmt.Sprintf("x%03d", x)
-		if err := createNode(ctx, e.client, readyNode(name, addr(x, 0))); err != nil {
-			return nil, err
-		}
-		want = append(want, name)
-	}
-	slices.Sort(want)
-	if _, err := e.waitServing(ctx, want, nil, 5*time.Minute); err != nil {
-		return nil, err
-	}
 	if err := quiet(ctx, e, 2*time.Second+windowDur(o.WatcherFlags)); err != nil {
 		return nil, err
 	}
@@ -422,9 +426,7 @@ func Coalescing(ctx context.Context, o CoalescingOptions) (*CoalescingResult, er
 	}); err != nil {
 		return res, err
 	}
-	if err := quiet(ctx, e, 3*time.Second); err != nil {
-		return res, err
-	}
+	// a sync ends after its push: from here on every sync is an idle resync
 	m2, err := e.watcher.Metrics(ctx)
 	if err != nil {
 		return res, err
@@ -435,20 +437,14 @@ func Coalescing(ctx context.Context, o CoalescingOptions) (*CoalescingResult, er
 	}
 	base := m2.Sum("kubeftp_edge_syncs_total", `trigger="resync"`)
 	var m3 Series
-	if err := waitFor(ctx, time.Duration(o.Resyncs+3)*(o.ResyncPeriod+10*time.Second), 200*time.Millisecond, "idle resyncs", func() (bool, error) {
+	if err := waitFor(ctx, time.Duration(o.Resyncs+3)*(o.ResyncPeriod+30*time.Second), 100*time.Millisecond, "idle resyncs", func() (bool, error) {
 		var err error
 		m3, err = e.watcher.Metrics(ctx)
 		return err == nil && m3.Sum("kubeftp_edge_syncs_total", `trigger="resync"`)-base >= float64(o.Resyncs), err
 	}); err != nil {
 		return res, err
 	}
-	// the last resync's drift check may still run: let it finish
-	if err := quiet(ctx, e, time.Second); err != nil {
-		return res, err
-	}
-	if m3, err = e.watcher.Metrics(ctx); err != nil {
-		return res, err
-	}
+	// runs are counted inside a sync, so m3 holds those of every counted resync
 	r3, err := e.reloads(ctx)
 	if err != nil {
 		return res, err
