@@ -45,7 +45,7 @@ type EdgeOptions struct {
 	WatcherFlags []string
 	// ExtraNodes are created with n1..n3 before the watcher starts.
 	ExtraNodes []*corev1.Node
-	Logger       *slog.Logger
+	Logger     *slog.Logger
 }
 
 func newEdgeEnv(ctx context.Context, o EdgeOptions) (_ *edgeEnv, err error) {
