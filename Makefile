@@ -7,7 +7,7 @@ CACHE ?= $(CURDIR)/.cache
 export KUBEFTP_CACHE := $(CACHE)
 export GOTOOLCHAIN := local
 
-.PHONY: all deps build test test-short demo demo-down fuzz clean
+.PHONY: all deps build test test-short demo demo-down fuzz clean bench
 
 all: build
 
@@ -30,6 +30,13 @@ test-short:
 
 demo:
 	@echo "make demo: not yet; the end-to-end demo lands with the demo issue." >&2; exit 1
+
+# Benchmarks on the local lab, real API server and HAProxy (root; about 20-30 minutes on 2
+# cores): rewrites docs/BENCHMARKS.md. Not part of `make test`; bench/bench_test.go keeps the
+# drivers working there.
+bench: deps build
+	$(GO) build -trimpath -o bin/kubeftp-bench ./bench/cmd/kubeftp-bench
+	bin/kubeftp-bench -root $(CURDIR) -watcher bin/kubeftp-edge -out docs/BENCHMARKS.md
 
 clean:
 	rm -rf bin
