@@ -18,6 +18,7 @@ import (
 
 	"github.com/kubeftp/kubeftp-edge/lab"
 	"github.com/kubeftp/kubeftp-edge/lab/kube"
+	"github.com/kubeftp/kubeftp-edge/watcher/apply"
 	"github.com/kubeftp/kubeftp-edge/watcher/desired"
 )
 
@@ -214,6 +215,8 @@ func (e *edgeEnv) reloads(ctx context.Context) (int, error) {
 type LatencyOptions struct {
 	EdgeOptions
 	Events int
+	// ProfileRuns, when not zero, profiles that many playbook runs after the events.
+	ProfileRuns int
 }
 
 // LatencyRow is part 2 for one edge count and watcher setting.
@@ -223,6 +226,9 @@ type LatencyRow struct {
 	Events       []time.Duration // event → every edge serving, per event
 	P50, P95     time.Duration
 	PlaybookMean time.Duration
+	// Profile is the mean time per task of ProfileRuns playbook runs (ProfileWall each).
+	Profile     []TaskTime
+	ProfileWall time.Duration
 }
 
 // Latency flips node n3 NotReady and Ready again, Events times, through the API server's
@@ -277,6 +283,14 @@ func Latency(ctx context.Context, o LatencyOptions) (*LatencyRow, error) {
 		row.PlaybookMean = time.Duration(secs / runs * float64(time.Second))
 	}
 	row.P50, row.P95 = percentile(row.Events, 50), percentile(row.Events, 95)
+	if o.ProfileRuns > 0 {
+		// the watcher would push its own state back in between
+		e.watcher.Stop()
+		e.watcher = nil
+		if row.Profile, row.ProfileWall, err = ProfileRuns(ctx, e.lab, o.Root, o.Dir, o.ProfileRuns); err != nil {
+			return row, err
+		}
+	}
 	return row, nil
 }
 
@@ -520,6 +534,17 @@ func latencyMarkdown(b *strings.Builder, rows []*LatencyRow) {
 		fmt.Fprintf(b, "| %d | %s | %d | %s | %s | %s | %s | %s |\n", r.Edges, r.Window, len(r.Events), secs(r.P50),
 			secs(r.P95), secs(percentile(r.Events, 100)), secs(r.PlaybookMean), target)
 	}
+	for _, r := range rows {
+		if len(r.Profile) == 0 {
+			continue
+		}
+		fmt.Fprintf(b, "\nWhere a playbook run goes (%d edge host, config changed and reloaded every run, mean %s per run; "+
+			"task times from Ansible's junit callback, the slowest first):\n\n", r.Edges, secs(r.ProfileWall))
+		b.WriteString("| task | mean time |\n| --- | ---: |\n")
+		for _, t := range r.Profile[:min(8, len(r.Profile))] {
+			fmt.Fprintf(b, "| %s | %.2f s |\n", mdEscape(t.Name), t.Took.Seconds())
+		}
+	}
 }
 
 func (c *CoalescingResult) markdown(b *strings.Builder) {
@@ -545,4 +570,56 @@ func (c *CoalescingResult) markdown(b *strings.Builder) {
 		"HAProxy reloads** (must be 0: %s). Each resync runs the drift check, the playbook in check mode (%d such runs), "+
 		"which changes and reloads nothing.\n", c.ResyncPeriod, c.IdleResyncsCounted, c.IdleApplyRuns, c.IdleReloads,
 		met(c.IdleApplyRuns == 0 && c.IdleReloads == 0), c.IdleCheckRuns)
+}
+
+// ProfileRuns runs the playbook (ansible/site.yml) against the lab's edge hosts runs times,
+// each with a changed config (node n3 out, then in again), with Ansible's junit callback,
+// and returns the mean time per task, slowest first, and the mean wall time of a run.
+func ProfileRuns(ctx context.Context, l *lab.Lab, root, dir string, runs int) ([]TaskTime, time.Duration, error) {
+	sum := map[string]time.Duration{}
+	var order []string
+	var wall time.Duration
+	for i := range runs {
+		work := filepath.Join(dir, fmt.Sprintf("profile-%d", i))
+		if err := os.MkdirAll(filepath.Join(work, "junit"), 0o700); err != nil {
+			return nil, 0, err
+		}
+		st := LabState(l, 2+i%2)
+		vars, err := apply.MarshalVars(st)
+		if err != nil {
+			return nil, 0, err
+		}
+		varsFile := filepath.Join(work, "vars.json")
+		if err := os.WriteFile(varsFile, vars, 0o600); err != nil {
+			return nil, 0, err
+		}
+		start := time.Now()
+		out, err := runOutEnv(ctx, []string{
+			"ANSIBLE_CONFIG=" + filepath.Join(root, "ansible", "ansible.cfg"),
+			"ANSIBLE_LOCAL_TEMP=" + filepath.Join(work, "tmp"),
+			"ANSIBLE_CALLBACKS_ENABLED=kubeftp_result,junit",
+			"JUNIT_OUTPUT_DIR=" + filepath.Join(work, "junit"),
+			"KUBEFTP_RESULT_FILE=" + filepath.Join(work, "result.json"),
+		}, "ansible-playbook", "-i", l.Inventory(), "-e", "@"+varsFile, filepath.Join(root, "ansible", "site.yml"))
+		wall += time.Since(start)
+		if err != nil {
+			return nil, 0, fmt.Errorf("profiled playbook run: %w: %s", err, lastLines(out, 5))
+		}
+		tasks, err := junitTimes(filepath.Join(work, "junit"))
+		if err != nil {
+			return nil, 0, err
+		}
+		for _, t := range tasks {
+			if _, ok := sum[t.Name]; !ok {
+				order = append(order, t.Name)
+			}
+			sum[t.Name] += t.Took
+		}
+	}
+	var mean []TaskTime
+	for _, n := range order {
+		mean = append(mean, TaskTime{Name: n, Took: sum[n] / time.Duration(runs)})
+	}
+	slices.SortStableFunc(mean, func(a, b TaskTime) int { return int(b.Took - a.Took) })
+	return mean, wall / time.Duration(runs), nil
 }

@@ -159,6 +159,13 @@ func (s *ScaleResult) markdown(b *strings.Builder) {
 		}
 		byCell[k] = append(byCell[k], r)
 	}
+	// the per-server memory of the largest per-port config that ran, to say what a skipped one needs
+	var ref *ScaleRow
+	for i, r := range s.Rows {
+		if r.Layout == LayoutPerPort && r.Skipped == "" && r.RSS > 0 && (ref == nil || r.Servers > ref.Servers) {
+			ref = &s.Rows[i]
+		}
+	}
 	for _, k := range cells {
 		var compact, perPort *ScaleRow
 		for i, r := range byCell[k] {
@@ -170,7 +177,12 @@ func (s *ScaleResult) markdown(b *strings.Builder) {
 			}
 			note := ""
 			if r.Skipped != "" {
-				note = "cannot run: " + mdEscape(r.Skipped)
+				note = fmt.Sprintf("cannot run under the %d GiB limit: %s", s.MemLimit>>30, mdEscape(r.Skipped))
+				if ref != nil {
+					per := float64(ref.RSS) / float64(ref.Servers)
+					note += fmt.Sprintf(" — at the %.1f KiB per server measured with %d servers it needs ≈ %s per process, "+
+						"and master + old and new worker during a reload", per/1024, ref.Servers, size(int64(per*float64(r.Servers))))
+				}
 			}
 			fmt.Fprintf(b, "| %d | %d | %s | %d | %s | %s | %s | %s | %s | %s |\n", r.Nodes, r.Ports, r.Layout, r.Servers,
 				size(r.Bytes), secs(r.Check), secs(r.Start), size(r.RSS), millis(r.Reload), note)

@@ -35,6 +35,7 @@ type config struct {
 	edges              []int
 	burst              int
 	watcherBin         string
+	shortWindow        string
 }
 
 var allParts = []string{"scale", "datapath", "watcher", "coalescing", "latency"}
@@ -94,7 +95,11 @@ func run() error {
 		case "latency":
 			for i, edges := range cfg.edges {
 				var row *bench.LatencyRow
-				row, perr = bench.Latency(ctx, bench.LatencyOptions{Events: cfg.events, EdgeOptions: bench.EdgeOptions{
+				profile := 0
+				if edges == 1 {
+					profile = 3
+				}
+				row, perr = bench.Latency(ctx, bench.LatencyOptions{Events: cfg.events, ProfileRuns: profile, EdgeOptions: bench.EdgeOptions{
 					Root: cfg.root, Dir: filepath.Join(dir, strconv.Itoa(edges)), Binary: cfg.watcherBin, Edges: edges,
 					Prefix: fmt.Sprintf("kfblat%d", edges), Net: fmt.Sprintf("10.%d", 244+i), Logger: log,
 				}})
@@ -103,6 +108,17 @@ func run() error {
 				}
 				if perr != nil {
 					break
+				}
+			}
+			if perr == nil && cfg.shortWindow != "" {
+				var row *bench.LatencyRow
+				row, perr = bench.Latency(ctx, bench.LatencyOptions{Events: cfg.events, EdgeOptions: bench.EdgeOptions{
+					Root: cfg.root, Dir: filepath.Join(dir, "window"), Binary: cfg.watcherBin, Edges: 1,
+					Prefix: "kfblatw", Net: "10.247", Logger: log,
+					WatcherFlags: []string{"--coalesce-window=" + cfg.shortWindow},
+				}})
+				if row != nil {
+					rep.Latency = append(rep.Latency, row)
 				}
 			}
 		case "coalescing":
@@ -149,6 +165,7 @@ func parseFlags(args []string) (config, error) {
 	fs.IntVar(&cfg.events, "events", 20, "latency: Node events per edge count")
 	edges := fs.String("edges", "1,5,20", "latency: edge host counts")
 	fs.IntVar(&cfg.burst, "burst", 1000, "coalescing: Node updates in the burst")
+	fs.StringVar(&cfg.shortWindow, "short-window", "250ms", "latency: also measure 1 edge host with this coalesce window (empty: skip)")
 	fs.StringVar(&cfg.watcherBin, "watcher", "bin/kubeftp-edge", "the watcher binary")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
