@@ -1,7 +1,7 @@
 #!/bin/sh
 # Reload and verification steps of the haproxy-ftp role, run on the edge host through
-# ansible.builtin.script. Needs socat and ss (iproute2). On success prints one line of
-# key=value pairs; on failure prints the reason on stderr and exits 1.
+# ansible.builtin.script. Needs ss (iproute2), and socat for the socket commands. On success
+# prints one line of key=value pairs; on failure prints the reason on stderr and exits 1.
 #
 #   haproxy-ftp-ctl.sh master-reload  MASTER_SOCKET TIMEOUT  reload through the master CLI
 #   haproxy-ftp-ctl.sh info-pid       STATS_SOCKET           pid of the serving process
@@ -114,12 +114,11 @@ wait_listening() {
   fail "not listening ${timeout}s after the reload: $(echo "$m" | head -n 10 | tr '\n' ' ')($(echo "$m" | wc -l) missing)"
 }
 
-command -v socat >/dev/null 2>&1 || fail "socat is required on the edge host"
-command -v ss >/dev/null 2>&1 || fail "ss (iproute2) is required on the edge host"
+need() { command -v "$1" >/dev/null 2>&1 || fail "$1 is required on the edge host ($2)"; }
 case ${1:-} in
-  master-reload) master_reload "$2" "$3" ;;
-  info-pid) info_pid "$2" ;;
-  wait-new-pid) wait_new_pid "$2" "$3" "$4" ;;
-  wait-listening) wait_listening "$2" "$3" ;;
+  master-reload) need socat "socat package"; master_reload "$2" "$3" ;;
+  info-pid) need socat "socat package"; info_pid "$2" ;;
+  wait-new-pid) need socat "socat package"; wait_new_pid "$2" "$3" "$4" ;;
+  wait-listening) need ss "iproute2 package"; wait_listening "$2" "$3" ;;
   *) fail "usage: $0 master-reload|info-pid|wait-new-pid|wait-listening ..." ;;
 esac
