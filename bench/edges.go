@@ -534,6 +534,14 @@ func latencyMarkdown(b *strings.Builder, rows []*LatencyRow) {
 		fmt.Fprintf(b, "| %d | %s | %d | %s | %s | %s | %s | %s |\n", r.Edges, r.Window, len(r.Events), secs(r.P50),
 			secs(r.P95), secs(percentile(r.Events, 100)), secs(r.PlaybookMean), target)
 	}
+	b.WriteString("\nWhat bounds it: an event reaches the informer at once; the coalescing window (default 2 s, opened by " +
+		"the first event) then holds the sync back; the sync recomputes everything, pre-flights SSH and runs " +
+		"ansible-playbook once over all edge hosts (forks 10: 20 hosts go in two waves), which renders, checks, " +
+		"replaces, reloads and verifies. So the p50 is about the window plus one playbook run. With the default window " +
+		"the 2.5 s target for one host needs a run under 0.5 s, which an SSH round trip per task does not allow: a " +
+		"shorter `--coalesce-window` trades coalescing for latency (`kubeftp-bench -parts latency -short-window 250ms` " +
+		"adds that row). The run itself is in the profile below; on a loaded machine every task's SSH round trip and " +
+		"Python start-up slow down together.\n")
 	for _, r := range rows {
 		if len(r.Profile) == 0 {
 			continue

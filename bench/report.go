@@ -60,13 +60,29 @@ func DescribeMachine(ctx context.Context) (Machine, error) {
 	return m, nil
 }
 
+// LoadAverage is the first three fields of /proc/loadavg.
+func LoadAverage() string {
+	data, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(data))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], ", ")
+}
+
 // Report is everything one run measured, rendered by Markdown.
 type Report struct {
 	Command           string
 	Started, Finished time.Time
 	Machine           Machine
-	Durations         []PartDuration
-	Errors            []string
+	// LoadStart and LoadEnd are /proc/loadavg when the run began and ended: other work on
+	// the machine slows everything down.
+	LoadStart, LoadEnd string
+	Durations          []PartDuration
+	Errors             []string
 
 	Scale       *ScaleResult
 	DataPath    *DataPathResult
@@ -98,6 +114,8 @@ func (r *Report) Markdown() string {
 	m := r.Machine
 	fmt.Fprintf(&b, "- machine: %d cores (%s), %s memory, %s\n", m.Cores, m.CPU, m.MemTotal, m.Kernel)
 	fmt.Fprintf(&b, "- tools: %s; %s; %s; %s\n", m.HAProxy, m.Ansible, m.Go, m.Curl)
+	fmt.Fprintf(&b, "- load average (1, 5, 15 min) at the start: %s, at the end: %s — the machine is shared, "+
+		"so absolute times vary from run to run\n", r.LoadStart, r.LoadEnd)
 	var parts []string
 	for _, d := range r.Durations {
 		parts = append(parts, fmt.Sprintf("%s %s", d.Part, d.Took.Round(time.Second)))
@@ -203,6 +221,11 @@ func (s *ScaleResult) markdown(b *strings.Builder) {
 				millis(r.Reload), met(r.Reload < 200*time.Millisecond))
 		}
 	}
+	b.WriteString("\nWhy: the compact layout has two servers per node (control and passive backend) whatever the size of " +
+		"the passive range; the per-port layout has one server per node and passive port, so its size, `haproxy -c` " +
+		"time and memory grow with nodes × ports. Both bind the same listening sockets (one per passive port: a range " +
+		"bind opens one socket per port), which is why they are close at few nodes. A reload re-executes the master, " +
+		"which parses the whole configuration again before it forks the new worker, so reload time follows parse time.\n")
 }
 
 func met(ok bool) string {

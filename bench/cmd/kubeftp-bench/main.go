@@ -67,6 +67,7 @@ func run() error {
 		return err
 	}
 	rep.Command = "make bench"
+	rep.LoadStart = bench.LoadAverage()
 	for _, part := range cfg.parts {
 		start := time.Now()
 		log.Info("part", "name", part)
@@ -139,6 +140,7 @@ func run() error {
 		}
 	}
 	rep.Finished = time.Now()
+	rep.LoadEnd = bench.LoadAverage()
 	if err := os.WriteFile(cfg.out, []byte(rep.Markdown()), 0o644); err != nil {
 		return err
 	}
@@ -165,7 +167,7 @@ func parseFlags(args []string) (config, error) {
 	fs.IntVar(&cfg.events, "events", 20, "latency: Node events per edge count")
 	edges := fs.String("edges", "1,5,20", "latency: edge host counts")
 	fs.IntVar(&cfg.burst, "burst", 1000, "coalescing: Node updates in the burst")
-	fs.StringVar(&cfg.shortWindow, "short-window", "250ms", "latency: also measure 1 edge host with this coalesce window (empty: skip)")
+	fs.StringVar(&cfg.shortWindow, "short-window", "", "latency: also measure 1 edge host with this coalesce window (empty: skip)")
 	fs.StringVar(&cfg.watcherBin, "watcher", "bin/kubeftp-edge", "the watcher binary")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
