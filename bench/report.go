@@ -163,7 +163,7 @@ func (s *ScaleResult) markdown(b *strings.Builder) {
 		"**per-port** is one frontend + backend per passive port with a server per node (bench.WritePerPort), given the "+
 		"same stickiness and tracking so both do the same job. Each config: `haproxy -c` (median of %d), start in "+
 		"master-worker mode in a fresh network namespace until the first worker runs, worker RSS (VmRSS) 0.5 s after "+
-		"start, reload through the master CLI until a new worker runs (median of %d; cells above 100k per-port servers: 1). "+
+		"start, reload through the master CLI until a new worker runs (median of %d; per-port configs above 20k servers: 1 each). "+
 		"Each HAProxy runs under a %d GiB address-space limit (prlimit) so that a config too big for the machine fails "+
 		"instead of starving the other processes. Ratio = per-port / compact.\n\n", s.Reps, s.Reps, s.MemLimit>>30)
 	b.WriteString("| nodes | ports | layout | servers | size | `haproxy -c` | start | worker RSS | reload | note |\n")

@@ -81,7 +81,7 @@ func run() error {
 			rep.Scale = &bench.ScaleResult{Reps: cfg.reps, MemLimit: int64(cfg.memLimitGiB) << 30}
 			rep.Scale.Rows, perr = bench.ConfigScale(ctx, bench.ScaleOptions{
 				Root: cfg.root, Dir: dir, Nodes: cfg.nodes, Ports: cfg.ports, Reps: cfg.reps,
-				BigServers: 100_000, MemLimit: rep.Scale.MemLimit, Logger: log,
+				BigServers: 20_000, MemLimit: rep.Scale.MemLimit, Logger: log,
 			})
 		case "datapath":
 			rep.DataPath, perr = bench.DataPath(ctx, bench.DataPathOptions{
@@ -141,6 +141,9 @@ func run() error {
 	}
 	rep.Finished = time.Now()
 	rep.LoadEnd = bench.LoadAverage()
+	if err := os.MkdirAll(filepath.Dir(cfg.out), 0o755); err != nil {
+		return err
+	}
 	if err := os.WriteFile(cfg.out, []byte(rep.Markdown()), 0o644); err != nil {
 		return err
 	}
