@@ -7,7 +7,7 @@ CACHE ?= $(CURDIR)/.cache
 export KUBEFTP_CACHE := $(CACHE)
 export GOTOOLCHAIN := local
 
-.PHONY: all deps build test test-short demo demo-down fuzz clean bench
+.PHONY: all deps build test test-short demo demo-down fuzz soak clean bench
 
 all: build
 
@@ -23,10 +23,32 @@ build:
 test: deps
 	$(GO) vet ./...
 	$(GO) test -p 1 -count=1 -timeout 40m ./...
+	$(MAKE) fuzz FUZZTIME=5s
 
 # Pure unit tests only (no root, no lab, no API server).
 test-short:
 	$(GO) test -short ./...
+
+# Every fuzz target of the parsers of cluster and user input, FUZZTIME each, from the corpus
+# committed under */testdata/fuzz/. New failing inputs land there too: commit them.
+FUZZTIME ?= 30s
+FUZZ_TARGETS := \
+	./watcher/desired:FuzzParsePassivePorts ./watcher/desired:FuzzParseAnnotations \
+	./watcher/desired:FuzzCompute ./watcher/desired:FuzzValidators \
+	./watcher/apply:FuzzMarshalVars ./watcher/apply:FuzzLoadInventory \
+	./watcher/apply:FuzzCheckSSHFiles ./watcher/source:FuzzLoadManifests
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "fuzz $$pkg $$name ($(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg; \
+	done
+
+# The long fault runs against the lab and a real API server: the churn soak with FTP
+# transfers running all the time (docs/RELIABILITY.md).
+SOAK_DURATION ?= 30m
+soak: deps build
+	$(GO) test -count=1 -v -timeout 90m -run 'TestSoak' ./test/reliability -soak=$(SOAK_DURATION)
 
 demo:
 	@echo "make demo: not yet; the end-to-end demo lands with the demo issue." >&2; exit 1
