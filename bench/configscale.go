@@ -189,14 +189,14 @@ func scaleState(nodes, ports int) desired.State {
 		Timeouts: desired.Timeouts{Connect: "5s", Client: "1h", Server: "1h", Check: "2s"},
 		MaxConn:  2000,
 	}
+	st := desired.State{Schema: desired.Schema, Services: []desired.Service{svc}}
 	for i := range nodes {
-		svc.Nodes = append(svc.Nodes, desired.Node{
+		st.Nodes = append(st.Nodes, desired.Node{
 			Name:    fmt.Sprintf("node-%05d", i+1),
 			Address: fmt.Sprintf("10.251.%d.%d", (i+1)/250, 1+(i+1)%250),
 			ID:      i + 1,
 		})
 	}
-	st := desired.State{Schema: desired.Schema, Services: []desired.Service{svc}}
 	st.Generation = st.Hash()
 	return st
 }
@@ -297,7 +297,7 @@ backend %[1]s_ctrl
     tcp-check send QUIT\r\n
     default-server inter 1s fall 2 rise 2 on-marked-down shutdown-sessions
 `, s.ID, s.BindAddress, s.ControlPort, s.MaxConn, s.Timeouts.Client, s.Timeouts.Connect, s.Timeouts.Server, s.Timeouts.Check)
-		for _, n := range s.Nodes {
+		for _, n := range st.ServiceNodes(s) {
 			fmt.Fprintf(w, "    server %s %s:%d id %d check\n", n.Name, n.Address, s.ControlNodePort, n.ID)
 		}
 		for p := s.PassiveMin; p <= s.PassiveMax; p++ {
@@ -319,7 +319,7 @@ backend %[1]s_pasv_%[2]d
     timeout server %[7]s
     stick match src table %[1]s_ctrl
 `, s.ID, p, s.BindAddress, s.MaxConn, s.Timeouts.Client, s.Timeouts.Connect, s.Timeouts.Server)
-			for _, n := range s.Nodes {
+			for _, n := range st.ServiceNodes(s) {
 				fmt.Fprintf(w, "    server %s %s:%d id %d track %s_ctrl/%s\n", n.Name, n.Address, np, n.ID, s.ID, n.Name)
 			}
 		}

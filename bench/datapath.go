@@ -231,10 +231,10 @@ func LabState(l *lab.Lab, nodes int) desired.State {
 		Timeouts: desired.Timeouts{Connect: "5s", Client: "1h", Server: "1h", Check: "2s"},
 		MaxConn:  2000,
 	}
-	for k := 1; k <= nodes; k++ {
-		svc.Nodes = append(svc.Nodes, desired.Node{Name: "n" + strconv.Itoa(k), Address: l.NodeAddr(k).String(), ID: k})
-	}
 	st := desired.State{Schema: desired.Schema, Services: []desired.Service{svc}}
+	for k := 1; k <= nodes; k++ {
+		st.Nodes = append(st.Nodes, desired.Node{Name: "n" + strconv.Itoa(k), Address: l.NodeAddr(k).String(), ID: k})
+	}
 	st.Generation = st.Hash()
 	return st
 }

@@ -72,7 +72,8 @@ func RoleCost(ctx context.Context, root, dir string, counts []int) ([]RoleCostRo
 
 // localServices is n Local Services with two nodes each, ten per edge address.
 func localServices(n int) desired.State {
-	st := desired.State{Schema: desired.Schema}
+	st := desired.State{Schema: desired.Schema,
+		Nodes: []desired.Node{{Name: "node-a", Address: "10.251.0.1", ID: 1}, {Name: "node-b", Address: "10.251.0.2", ID: 2}}}
 	for i := range n {
 		k := i % 10
 		off := 11000
@@ -82,7 +83,7 @@ func localServices(n int) desired.State {
 			PassiveMin: 21100 + 20*k, PassiveMax: 21109 + 20*k, PassiveOffset: &off, PassiveNodePorts: []int{},
 			TrafficPolicy: "Local", HealthCheckNodePort: 31000 + i,
 			Timeouts: desired.Timeouts{Connect: "5s", Client: "1h", Server: "1h", Check: "2s"}, MaxConn: 100,
-			Nodes: []desired.Node{{Name: "node-a", Address: "10.251.0.1", ID: 1}, {Name: "node-b", Address: "10.251.0.2", ID: 2}},
+			NodeNames: []string{"node-a", "node-b"},
 		})
 	}
 	st.Generation = st.Hash()

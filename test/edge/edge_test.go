@@ -245,7 +245,8 @@ type edgeTest struct {
 	edge netip.AddrPort
 }
 
-// service is an FTP Service of the lab's vsftpd pod as the watcher would describe it.
+// service is an FTP Service of the lab's vsftpd pod as the watcher would describe it; it is
+// served by every node of the state (traffic policy Cluster).
 func (e *edgeTest) service(id string, controlPort, controlNodePort, pasvMin, pasvMax int) desired.Service {
 	offset := e.lab.PassiveOffset()
 	s := desired.Service{
@@ -256,9 +257,6 @@ func (e *edgeTest) service(id string, controlPort, controlNodePort, pasvMin, pas
 		Timeouts:      desired.Timeouts{Connect: "5s", Client: "1h", Server: "1h", Check: "2s"},
 		MaxConn:       2000,
 	}
-	for k := 1; k <= e.lab.Nodes(); k++ {
-		s.Nodes = append(s.Nodes, desired.Node{Name: fmt.Sprintf("n%d", k), Address: e.lab.NodeAddr(k).String(), ID: k})
-	}
 	return s
 }
 
@@ -266,6 +264,9 @@ func (e *edgeTest) state(generation string, maxconn int, extra *desired.Service)
 	s := e.service(serviceID, 21, e.lab.ControlNodePort(), e.lab.PassiveMin(), e.lab.PassiveMax())
 	s.MaxConn = maxconn
 	st := desired.State{Schema: desired.Schema, Generation: generation, Services: []desired.Service{s}}
+	for k := 1; k <= e.lab.Nodes(); k++ {
+		st.Nodes = append(st.Nodes, desired.Node{Name: fmt.Sprintf("n%d", k), Address: e.lab.NodeAddr(k).String(), ID: k})
+	}
 	if extra != nil {
 		st.Services = append(st.Services, *extra)
 	}

@@ -228,8 +228,8 @@ func (e *localEdge) edgeVars(t *testing.T) map[string]any {
 	s["control_port"] = 2121
 	s["passive_min"], s["passive_max"] = 28100, 28102
 	s["passive_offset"] = 1000
-	for i := range s["nodes"].([]any) {
-		node(v, 0, i)["address"] = fmt.Sprintf("127.213.254.%d", i+11)
+	for i := range state(v)["nodes"].([]any) {
+		node(v, i)["address"] = fmt.Sprintf("127.213.254.%d", i+11)
 	}
 	return v
 }

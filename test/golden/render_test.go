@@ -273,8 +273,9 @@ func service(v map[string]any, i int) map[string]any {
 	return state(v)["services"].([]any)[i].(map[string]any)
 }
 
-func node(v map[string]any, s, n int) map[string]any {
-	return service(v, s)["nodes"].([]any)[n].(map[string]any)
+// node is the n-th node of the document (nodes are listed once, for every service).
+func node(v map[string]any, n int) map[string]any {
+	return state(v)["nodes"].([]any)[n].(map[string]any)
 }
 
 // secondService adds a copy of the first service with another id, for rules across services.
@@ -305,7 +306,7 @@ func TestPreflightRejects(t *testing.T) {
 		{"edge group with space", func(v map[string]any) { service(v, 0)["edge_group"] = "edge eu" }, "service demo-ftp: edge_group must match"},
 		{"bad IPv4", func(v map[string]any) { service(v, 0)["bind_address"] = "10.213.1.256" }, "service demo-ftp: bind_address must be an IPv4 or IPv6 literal"},
 		{"IPv6 with zone", func(v map[string]any) { service(v, 0)["bind_address"] = "fe80::1%eth0" }, "service demo-ftp: bind_address must be"},
-		{"hostname as address", func(v map[string]any) { node(v, 0, 1)["address"] = "node2.example" }, "service demo-ftp: nodes[].address must be"},
+		{"hostname as address", func(v map[string]any) { node(v, 1)["address"] = "node2.example" }, "haproxy_ftp_state: nodes[].address must be"},
 		{"port 0", func(v map[string]any) { service(v, 0)["control_port"] = 0 }, "service demo-ftp: control_port must be an integer 1-65535"},
 		{"port too big", func(v map[string]any) { service(v, 0)["control_node_port"] = 70000 }, "service demo-ftp: control_node_port must be an integer 1-65535"},
 		{"min above max", func(v map[string]any) { service(v, 0)["passive_min"] = 21111 }, "service demo-ftp: passive_min must not be greater than passive_max"},
@@ -323,10 +324,18 @@ func TestPreflightRejects(t *testing.T) {
 		{"maxconn 0", func(v map[string]any) { service(v, 0)["maxconn"] = 0 }, "service demo-ftp: maxconn must be an integer >= 1"},
 		{"send_proxy v3", func(v map[string]any) { service(v, 0)["send_proxy"] = "v3" }, "send_proxy"},
 		{"traffic policy", func(v map[string]any) { service(v, 0)["traffic_policy"] = "Both" }, "traffic_policy"},
-		{"duplicate node ids", func(v map[string]any) { node(v, 0, 2)["id"] = 1 }, "service demo-ftp: nodes[].id must be unique"},
-		{"duplicate node names", func(v map[string]any) { node(v, 0, 2)["name"] = "n1" }, "service demo-ftp: nodes[].name must be unique"},
-		{"node id 0", func(v map[string]any) { node(v, 0, 0)["id"] = 0 }, "service demo-ftp: nodes[].id must be an integer >= 1"},
-		{"node name with space", func(v map[string]any) { node(v, 0, 0)["name"] = "n1 backup" }, "service demo-ftp: nodes[].name must be a DNS subdomain"},
+		{"duplicate node ids", func(v map[string]any) { node(v, 2)["id"] = 1 }, "haproxy_ftp_state: nodes[].id must be unique"},
+		{"cluster service naming nodes", func(v map[string]any) { service(v, 0)["node_names"] = []any{"n1"} }, "service demo-ftp: node_names must be null"},
+		{"local service without node names", func(v map[string]any) {
+			service(v, 0)["traffic_policy"], service(v, 0)["health_check_node_port"] = "Local", 32000
+		}, "service demo-ftp: node_names must be a list"},
+		{"local service naming an unknown node", func(v map[string]any) {
+			service(v, 0)["traffic_policy"], service(v, 0)["health_check_node_port"] = "Local", 32000
+			service(v, 0)["node_names"] = []any{"n1", "n9"}
+		}, "service demo-ftp: node_names must name nodes"},
+		{"duplicate node names", func(v map[string]any) { node(v, 2)["name"] = "n1" }, "haproxy_ftp_state: nodes[].name must be unique"},
+		{"node id 0", func(v map[string]any) { node(v, 0)["id"] = 0 }, "haproxy_ftp_state: nodes[].id must be an integer >= 1"},
+		{"node name with space", func(v map[string]any) { node(v, 0)["name"] = "n1 backup" }, "haproxy_ftp_state: nodes[].name must be a DNS subdomain"},
 		{"missing field", func(v map[string]any) { delete(service(v, 0), "maxconn") }, "maxconn"},
 		{"unknown field", func(v map[string]any) { service(v, 0)["weight"] = 3 }, "weight"},
 		{"overlapping passive ranges", func(v map[string]any) {
@@ -409,8 +418,8 @@ func TestUnsafeTemplateNeverEvaluated(t *testing.T) {
 		{"edge_group", func(v map[string]any, p string) { service(v, 0)["edge_group"] = p }, "service demo-ftp: edge_group"},
 		{"bind_address", func(v map[string]any, p string) { service(v, 0)["bind_address"] = p }, "service demo-ftp: bind_address"},
 		{"timeout", func(v map[string]any, p string) { service(v, 0)["timeouts"].(map[string]any)["check"] = p }, "service demo-ftp: timeouts"},
-		{"node name", func(v map[string]any, p string) { node(v, 0, 0)["name"] = p }, "service demo-ftp: nodes[].name"},
-		{"node address", func(v map[string]any, p string) { node(v, 0, 0)["address"] = p }, "service demo-ftp: nodes[].address"},
+		{"node name", func(v map[string]any, p string) { node(v, 0)["name"] = p }, "haproxy_ftp_state: nodes[].name"},
+		{"node address", func(v map[string]any, p string) { node(v, 0)["address"] = p }, "haproxy_ftp_state: nodes[].address"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -292,14 +292,14 @@ func (e *env) waitPushWithin(w *watcher, d time.Duration, what string, ok func(d
 func summary(s desired.State) string {
 	var parts []string
 	for _, svc := range s.Services {
-		parts = append(parts, fmt.Sprintf("%s%v", svc.Source, nodeNames(svc)))
+		parts = append(parts, fmt.Sprintf("%s%v", svc.Source, nodeNames(s, svc)))
 	}
 	return "[" + strings.Join(parts, " ") + "]"
 }
 
-func nodeNames(s desired.Service) []string {
+func nodeNames(st desired.State, s desired.Service) []string {
 	out := []string{}
-	for _, n := range s.Nodes {
+	for _, n := range st.ServiceNodes(s) {
 		out = append(out, n.Name)
 	}
 	return out
@@ -322,7 +322,7 @@ func servedOn(ns, name string, nodes ...string) func(desired.State) bool {
 		if nodes == nil {
 			nodes = []string{}
 		}
-		return ok && slices.Equal(nodeNames(svc), nodes)
+		return ok && slices.Equal(nodeNames(s, svc), nodes)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -76,11 +77,14 @@ func TestRenderFromManifests(t *testing.T) {
 			Generation struct {
 				Unsafe string `json:"__ansible_unsafe"`
 			} `json:"generation"`
+			Nodes    []json.RawMessage `json:"nodes"`
 			Services []struct {
 				ID struct {
 					Unsafe string `json:"__ansible_unsafe"`
 				} `json:"id"`
-				Nodes []json.RawMessage `json:"nodes"`
+				NodeNames []struct {
+					Unsafe string `json:"__ansible_unsafe"`
+				} `json:"node_names"`
 			} `json:"services"`
 		} `json:"haproxy_ftp_state"`
 	}
@@ -91,11 +95,19 @@ func TestRenderFromManifests(t *testing.T) {
 		t.Errorf("vars: schema %d, generation %q, %d services; want 1, a sha256, 2",
 			doc.State.Schema, doc.State.Generation.Unsafe, len(doc.State.Services))
 	}
-	// demo/ftp on n1, n2 (n3 is excluded by label); partners/ftp (Local) on n2 only
+	// demo/ftp (Cluster) on every node: n1, n2 (n3 is excluded by label); partners/ftp (Local)
+	// on n2 only
+	if len(doc.State.Nodes) != 2 {
+		t.Errorf("vars: %d nodes, want 2 (n3 is excluded by label)", len(doc.State.Nodes))
+	}
 	for _, s := range doc.State.Services {
-		want := map[string]int{"demo-ftp": 2, "partners-ftp": 1}[s.ID.Unsafe]
-		if len(s.Nodes) != want {
-			t.Errorf("service %s: %d nodes, want %d", s.ID.Unsafe, len(s.Nodes), want)
+		var names []string
+		for _, n := range s.NodeNames {
+			names = append(names, n.Unsafe)
+		}
+		want := map[string][]string{"demo-ftp": nil, "partners-ftp": {"n2"}}[s.ID.Unsafe]
+		if !slices.Equal(names, want) {
+			t.Errorf("service %s: node_names %v, want %v", s.ID.Unsafe, names, want)
 		}
 	}
 	if !strings.Contains(vars.stderr, "ActiveModeNotProxied") {

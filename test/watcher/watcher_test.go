@@ -203,7 +203,7 @@ func TestBurstOfNodeUpdatesCoalesces(t *testing.T) {
 	w := e.startWatcher(watcherOpts{window: 2 * time.Second})
 	e.waitPush(w, "all nodes", func(s desired.State) bool {
 		svc, ok := served(s, e.ns, "ftp")
-		return ok && len(svc.Nodes) == nodes
+		return ok && len(s.ServiceNodes(svc)) == nodes
 	})
 	before := len(w.pushes())
 	syncsBefore := value(t, w.ctrl.Metrics().Syncs.WithLabelValues("ok", "change"))

@@ -49,7 +49,7 @@ func MarshalVars(s desired.State) ([]byte, error) {
 }
 
 // withEmptyLists returns a copy of s whose nil slices are empty, so that lists in the contract
-// are always JSON lists, never null (passive_offset is the only field that may be null).
+// are always JSON lists, never null (only passive_offset and node_names may be null).
 func withEmptyLists(s desired.State) desired.State {
 	services := make([]desired.Service, len(s.Services))
 	copy(services, s.Services)
@@ -57,11 +57,11 @@ func withEmptyLists(s desired.State) desired.State {
 		if services[i].PassiveNodePorts == nil {
 			services[i].PassiveNodePorts = []int{}
 		}
-		if services[i].Nodes == nil {
-			services[i].Nodes = []desired.Node{}
-		}
 	}
 	s.Services = services
+	if s.Nodes == nil {
+		s.Nodes = []desired.Node{}
+	}
 	return s
 }
 

@@ -19,22 +19,22 @@ func exampleState() desired.State {
 	return desired.State{
 		Schema:     desired.Schema,
 		Generation: "5f1c0c1b7d9e2a4c",
+		Nodes: []desired.Node{
+			{Name: "n1", Address: "10.213.2.11", ID: 1},
+			{Name: "n2", Address: "10.213.2.12", ID: 2},
+		},
 		Services: []desired.Service{{
 			ID: "demo-ftp", Source: "demo/ftp", EdgeGroup: "all", BindAddress: "10.213.1.1",
 			ControlPort: 21, ControlNodePort: 30021, PassiveMin: 21100, PassiveMax: 21110,
 			PassiveOffset: &offset, TrafficPolicy: "Cluster",
 			Timeouts: desired.Timeouts{Connect: "5s", Client: "1h", Server: "1h", Check: "2s"},
 			MaxConn:  2000,
-			Nodes: []desired.Node{
-				{Name: "n1", Address: "10.213.2.11", ID: 1},
-				{Name: "n2", Address: "10.213.2.12", ID: 2},
-			},
 		}, {
 			ID: "partners-ftp", Source: "partners/ftp", EdgeGroup: "all", BindAddress: "10.213.1.2",
 			ControlPort: 21, ControlNodePort: 30121, PassiveMin: 21200, PassiveMax: 21202,
 			PassiveNodePorts: []int{31207, 31201, 31233}, TrafficPolicy: "Local", HealthCheckNodePort: 32456,
 			Timeouts: desired.Timeouts{Connect: "5s", Client: "30m", Server: "30m", Check: "2s"},
-			MaxConn:  500, SendProxy: "v2",
+			MaxConn:  500, SendProxy: "v2", NodeNames: []string{"n2"},
 		}},
 	}
 }
@@ -63,7 +63,7 @@ func TestMarshalVars(t *testing.T) {
 // wrapped and that unwrapping gives back exactly the plain JSON of the state.
 func TestMarshalVarsStructure(t *testing.T) {
 	s := exampleState()
-	s.Services[1].Nodes = nil // nil lists become [], never null
+	s.Nodes = nil // nil lists become [], never null
 	got, err := MarshalVars(s)
 	if err != nil {
 		t.Fatal(err)
@@ -94,7 +94,7 @@ func TestMarshalVarsStructure(t *testing.T) {
 		t.Fatal(err)
 	}
 	want["services"].([]any)[0].(map[string]any)["passive_node_ports"] = []any{}
-	want["services"].([]any)[1].(map[string]any)["nodes"] = []any{}
+	want["nodes"] = []any{}
 	if diff := cmp.Diff(any(want), unwrapped); diff != "" {
 		t.Errorf("unwrapped vars (-want +got):\n%s", diff)
 	}
@@ -150,9 +150,9 @@ func TestMarshalVarsRefuses(t *testing.T) {
 		t.Errorf("schema 2: error = %v, want a schema error", err)
 	}
 	s = exampleState()
-	s.Services[0].Nodes[1].Name = "n2\n  server evil 6.6.6.6:21"
+	s.Nodes[1].Name = "n2\n  server evil 6.6.6.6:21"
 	_, err := MarshalVars(s)
-	if err == nil || !strings.Contains(err.Error(), "haproxy_ftp_state.services[0].nodes[1].name") {
+	if err == nil || !strings.Contains(err.Error(), "haproxy_ftp_state.nodes[1].name") {
 		t.Errorf("newline in a node name: error = %v, want one naming the field", err)
 	}
 }

@@ -597,13 +597,7 @@ func (c *Controller) observeState(state desired.State, warnings []desired.Warnin
 			skipped[w.Namespace+"/"+w.Name] = true
 		}
 	}
-	nodes := map[string]bool{}
-	for _, s := range state.Services {
-		for _, n := range s.Nodes {
-			nodes[n.Name] = true
-		}
-	}
 	c.metrics.Services.WithLabelValues("served").Set(float64(len(state.Services)))
 	c.metrics.Services.WithLabelValues("skipped").Set(float64(len(skipped)))
-	c.metrics.EligibleNodes.Set(float64(len(nodes)))
+	c.metrics.EligibleNodes.Set(float64(len(state.Nodes)))
 }

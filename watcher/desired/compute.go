@@ -81,7 +81,6 @@ func ValidateOptions(opts Options) error {
 
 // Compute turns a cluster snapshot into the desired edge state. It is deterministic: the same
 // objects in any order give the same State, Hash and warnings. It sets Generation to Hash().
-// Services that share a node set share one Nodes slice: treat the State as read-only.
 func Compute(in Input, opts Options) (State, []Warning) {
 	if opts.NodeAddressType == "" {
 		opts.NodeAddressType = corev1.NodeInternalIP
@@ -134,15 +133,16 @@ func Compute(in Input, opts Options) (State, []Warning) {
 	ids := serviceIDs(kept)
 	ready := readyNodes(in.Slices)
 	state := State{Schema: Schema, Services: make([]Service, 0, len(kept))}
+	anyCluster, used := false, map[string]bool{}
 	for i, c := range kept {
 		s := c.out
 		s.ID = ids[i]
+		servers := len(nodes)
 		if c.local {
-			s.Nodes = localNodes(nodes, byName, ready[c.key])
-		} else {
-			s.Nodes = nodes[:len(nodes):len(nodes)]
+			s.NodeNames = localNodeNames(byName, ready[c.key])
+			servers = len(s.NodeNames)
 		}
-		if len(s.Nodes) == 0 {
+		if servers == 0 {
 			// Still served, with an empty backend: the edge binds the ports and refuses
 			// connections cleanly, rather than keeping an old config that points at nodes
 			// which may now be something else entirely.
@@ -163,7 +163,25 @@ func Compute(in Input, opts Options) (State, []Warning) {
 			})
 			continue
 		}
+		if c.local {
+			for _, n := range s.NodeNames {
+				used[n] = true
+			}
+		} else {
+			anyCluster = true
+		}
 		state.Services = append(state.Services, s)
+	}
+	// Only the nodes some Service uses: a node that no Service can reach changes nothing on
+	// the edge, so it must not change the hash either (a push and reload for nothing).
+	state.Nodes = append(make([]Node, 0, len(nodes)), nodes...)
+	if !anyCluster {
+		state.Nodes = make([]Node, 0, len(used))
+		for _, n := range nodes {
+			if used[n.Name] {
+				state.Nodes = append(state.Nodes, n)
+			}
+		}
 	}
 	sort.Slice(state.Services, func(i, j int) bool { return state.Services[i].ID < state.Services[j].ID })
 	state.Generation = state.Hash()
@@ -262,15 +280,15 @@ func readyNodes(slices []*discoveryv1.EndpointSlice) map[string]map[string]bool 
 	return out
 }
 
-// localNodes returns the eligible nodes that run a ready endpoint, sorted by name.
-func localNodes(nodes []Node, byName map[string]int, ready map[string]bool) []Node {
-	out := make([]Node, 0, len(ready))
+// localNodeNames returns the eligible nodes that run a ready endpoint, sorted by name.
+func localNodeNames(byName map[string]int, ready map[string]bool) []string {
+	out := make([]string, 0, len(ready))
 	for name := range ready {
-		if i, ok := byName[name]; ok {
-			out = append(out, nodes[i])
+		if _, ok := byName[name]; ok {
+			out = append(out, name)
 		}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	sort.Strings(out)
 	return out
 }
 

@@ -48,6 +48,7 @@ func TestCompute(t *testing.T) {
 		in        Input
 		opts      Options
 		want      []Service
+		wantNodes []Node // the nodes want's services name; wantThree when nil
 		wantWarns []Warning
 	}{
 		{
@@ -303,8 +304,9 @@ func TestCompute(t *testing.T) {
 				node("badip", "10.213.2.300", nodeLabel("pool", "ftp")),
 				node("Bad_Name", "10.213.2.19", nodeLabel("pool", "ftp")),
 			}, Services: []*corev1.Service{chartService("demo", "ftp")}},
-			opts: Options{DefaultEdgeAddress: "10.213.1.1", NodeSelector: labels.SelectorFromSet(labels.Set{"pool": "ftp"})},
-			want: []Service{chartWant(wantNode("ok", "10.213.2.11"), wantNode("v6", "2001:db8::17"))},
+			opts:      Options{DefaultEdgeAddress: "10.213.1.1", NodeSelector: labels.SelectorFromSet(labels.Set{"pool": "ftp"})},
+			want:      []Service{chartWant(wantNode("ok", "10.213.2.11"), wantNode("v6", "2001:db8::17"))},
+			wantNodes: []Node{wantNode("ok", "10.213.2.11"), wantNode("v6", "2001:db8::17")},
 			wantWarns: []Warning{
 				{Name: "Bad_Name", Reason: ReasonInvalidNode, Field: "metadata.name", Skipped: true, Message: `node name "Bad_Name" is not a DNS subdomain`},
 				{Name: "badip", Reason: ReasonInvalidNode, Field: "status.addresses", Skipped: true, Message: `node address "10.213.2.300" of type "InternalIP"`},
@@ -316,8 +318,9 @@ func TestCompute(t *testing.T) {
 			in: Input{Nodes: []*corev1.Node{node("n1", "10.213.2.11", func(n *corev1.Node) {
 				n.Status.Addresses = append(n.Status.Addresses, corev1.NodeAddress{Type: corev1.NodeExternalIP, Address: "192.0.2.11"})
 			}), node("n2", "10.213.2.12")}, Services: []*corev1.Service{plainService("demo", "ftp", 21, 30021, 21100, 11, 32100)}},
-			opts: Options{DefaultEdgeAddress: "10.213.1.1", NodeAddressType: corev1.NodeExternalIP},
-			want: []Service{chartWant(wantNode("n1", "192.0.2.11"))},
+			opts:      Options{DefaultEdgeAddress: "10.213.1.1", NodeAddressType: corev1.NodeExternalIP},
+			want:      []Service{chartWant(wantNode("n1", "192.0.2.11"))},
+			wantNodes: []Node{wantNode("n1", "192.0.2.11")},
 		},
 		{
 			name: "no eligible node: served with an empty backend and a warning",
@@ -387,8 +390,11 @@ func TestCompute(t *testing.T) {
 				opts.DefaultEdgeAddress = baseOpts.DefaultEdgeAddress
 			}
 			got, warns := Compute(tt.in, opts)
-			want := State{Schema: Schema, Services: tt.want}
-			want.Generation = want.Hash()
+			universe := tt.wantNodes
+			if universe == nil {
+				universe = wantThree
+			}
+			want := wantState(tt.want, universe)
 			if diff := cmp.Diff(want, got); diff != "" {
 				t.Errorf("State (-want +got):\n%s", diff)
 			}

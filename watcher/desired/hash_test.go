@@ -1,8 +1,6 @@
 package desired
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"flag"
 	"os"
@@ -54,38 +52,6 @@ func TestComputeGolden(t *testing.T) {
 		t.Fatal(err)
 	}
 	golden(t, append(b, '\n'))
-}
-
-// TestHashIsSHA256OfJSON: Hash equals sha256 of encoding/json's output with Generation
-// empty, for States built by Compute (shared node slices) and by hand (strings that need
-// escaping, nil slices).
-func TestHashIsSHA256OfJSON(t *testing.T) {
-	computed, _ := Compute(mixedInput(), baseOpts)
-	shared := []Node{{Name: "a", Address: "10.0.0.1", ID: 1}, {Name: "b", Address: "10.0.0.2", ID: 2}}
-	states := map[string]State{
-		"computed": computed,
-		"empty":    {Schema: 1},
-		"by hand": {Schema: 1, Generation: "abc", Services: []Service{
-			{ID: "x", Source: "<a&b>\u2028\"\\\n\x01é", Nodes: shared, PassiveOffset: intp(-5)},
-			{ID: "y", Nodes: shared[:1], PassiveNodePorts: []int{}},
-			{ID: "z", Nodes: shared, PassiveNodePorts: []int{1, 2}},
-			{ID: "w", Nodes: []Node{}},
-		}},
-	}
-	for name, s := range states {
-		t.Run(name, func(t *testing.T) {
-			c := s
-			c.Generation = ""
-			b, err := json.Marshal(c)
-			if err != nil {
-				t.Fatal(err)
-			}
-			sum := sha256.Sum256(b)
-			if got, want := s.Hash(), hex.EncodeToString(sum[:]); got != want {
-				t.Errorf("Hash() = %s, want sha256 of %s = %s", got, b, want)
-			}
-		})
-	}
 }
 
 func TestHashStable(t *testing.T) {

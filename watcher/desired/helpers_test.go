@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"hash/fnv"
+	"sort"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -47,6 +48,32 @@ func wantNode(name, ip string) Node {
 	h := fnv.New32a()
 	h.Write([]byte(name))
 	return Node{Name: name, Address: ip, ID: int(h.Sum32()%(1<<31-1)) + 1}
+}
+
+// wantState is the State for services whose NodeNames say where each is served (chartWant
+// records them for Cluster services too): State.Nodes is the union of those, looked up by
+// name in universe, and Cluster services then carry null node_names, as Compute emits them.
+func wantState(services []Service, universe []Node) State {
+	byName := map[string]Node{}
+	for _, n := range universe {
+		byName[n.Name] = n
+	}
+	st := State{Schema: Schema, Nodes: []Node{}, Services: services}
+	seen := map[string]bool{}
+	for i, s := range services {
+		for _, name := range s.NodeNames {
+			if !seen[name] {
+				seen[name] = true
+				st.Nodes = append(st.Nodes, byName[name])
+			}
+		}
+		if s.TrafficPolicy == TrafficPolicyCluster {
+			st.Services[i].NodeNames = nil
+		}
+	}
+	sort.Slice(st.Nodes, func(i, j int) bool { return st.Nodes[i].Name < st.Nodes[j].Name })
+	st.Generation = st.Hash()
+	return st
 }
 
 // chartService is a Service shaped like the kubeftp-proxy-helm chart renders it (control
@@ -150,15 +177,16 @@ func intp(n int) *int { return &n }
 
 // chartWant is what the edge serves for chartService("demo", "ftp") on the given nodes.
 func chartWant(nodes ...Node) Service {
-	if nodes == nil {
-		nodes = []Node{}
+	names := []string{}
+	for _, n := range nodes {
+		names = append(names, n.Name)
 	}
 	return Service{
 		ID: "demo-ftp", Source: "demo/ftp", EdgeGroup: "all", BindAddress: "10.213.1.1",
 		ControlPort: 21, ControlNodePort: 30021, PassiveMin: 21100, PassiveMax: 21110,
 		PassiveOffset: intp(11000), PassiveNodePorts: []int{}, TrafficPolicy: TrafficPolicyCluster,
 		Timeouts: Timeouts{Connect: "5s", Client: "1h", Server: "1h", Check: "2s"},
-		MaxConn:  2000, Nodes: nodes,
+		MaxConn:  2000, NodeNames: names,
 	}
 }
 

@@ -157,7 +157,7 @@ func checkNodeWarning(t *testing.T, warns []Warning, name, field string) {
 func nodeNames(s State) string {
 	var names []string
 	for _, svc := range s.Services {
-		for _, n := range svc.Nodes {
+		for _, n := range s.ServiceNodes(svc) {
 			names = append(names, n.Name)
 		}
 	}

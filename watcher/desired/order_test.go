@@ -112,14 +112,14 @@ func TestComputeDuplicates(t *testing.T) {
 	if diff := cmp.Diff(w1, w2); diff != "" {
 		t.Errorf("warnings (-first +second):\n%s", diff)
 	}
-	if len(s1.Services) != 1 || len(s1.Services[0].Nodes) != 1 {
+	if len(s1.Services) != 1 || len(s1.ServiceNodes(s1.Services[0])) != 1 {
 		t.Errorf("duplicates not collapsed: %+v", s1)
 	}
 }
 
 func TestComputeNilAndEmpty(t *testing.T) {
 	got, warns := Compute(Input{Nodes: []*corev1.Node{nil}, Services: []*corev1.Service{nil}, Slices: []*discoveryv1.EndpointSlice{nil}}, baseOpts)
-	want := State{Schema: Schema, Services: []Service{}}
+	want := State{Schema: Schema, Nodes: []Node{}, Services: []Service{}}
 	want.Generation = want.Hash()
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("State (-want +got):\n%s", diff)

@@ -195,19 +195,39 @@ func TestStateValidateRejects(t *testing.T) {
 		{"timeout", func(s *Service) { s.Timeouts.Check = "2s\nx" }, "timeouts.check"},
 		{"maxconn", func(s *Service) { s.MaxConn = 0 }, "maxconn"},
 		{"send proxy", func(s *Service) { s.SendProxy = "v3" }, "send_proxy"},
-		{"node name", func(s *Service) { s.Nodes = []Node{{Name: "{{x}}", Address: "10.0.0.1", ID: 1}} }, "name"},
-		{"node order", func(s *Service) { s.Nodes = []Node{s.Nodes[1], s.Nodes[0]} }, "sorted"},
-		{"node id", func(s *Service) { s.Nodes = []Node{{Name: "a", Address: "10.0.0.1", ID: 0}} }, "id 0"},
-		{"nil nodes", func(s *Service) { s.Nodes = nil }, "nodes"},
 		{"local without health check port", func(s *Service) { s.TrafficPolicy = TrafficPolicyLocal }, "health_check_node_port"},
-		{"node name label too long", func(s *Service) { s.Nodes = []Node{{Name: strings.Repeat("a", 64), Address: "10.0.0.1", ID: 1}} }, "name"},
+		{"cluster service naming nodes", func(s *Service) { s.NodeNames = []string{} }, "node_names"},
+		{"local service without node names", func(s *Service) { s.TrafficPolicy, s.HealthCheckNodePort = TrafficPolicyLocal, 32000 }, "node_names"},
+		{"local service naming an unknown node", func(s *Service) {
+			s.TrafficPolicy, s.HealthCheckNodePort, s.NodeNames = TrafficPolicyLocal, 32000, []string{"zz"}
+		}, "node_names[0]"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			bad := good
 			bad.Services = []Service{good.Services[0]}
-			bad.Services[0].Nodes = append([]Node(nil), good.Services[0].Nodes...)
 			tt.mod(&bad.Services[0])
+			if err := bad.Validate(); err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("Validate() = %v, want an error about %q", err, tt.wantErr)
+			}
+		})
+	}
+	nodeTests := []struct {
+		name    string
+		mod     func(*State)
+		wantErr string
+	}{
+		{"node name", func(s *State) { s.Nodes = []Node{{Name: "{{x}}", Address: "10.0.0.1", ID: 1}} }, "name"},
+		{"node order", func(s *State) { s.Nodes = []Node{s.Nodes[1], s.Nodes[0]} }, "sorted"},
+		{"node id", func(s *State) { s.Nodes = []Node{{Name: "a", Address: "10.0.0.1", ID: 0}} }, "id 0"},
+		{"nil nodes", func(s *State) { s.Nodes = nil }, "nodes"},
+		{"node name label too long", func(s *State) { s.Nodes = []Node{{Name: strings.Repeat("a", 64), Address: "10.0.0.1", ID: 1}} }, "name"},
+	}
+	for _, tt := range nodeTests {
+		t.Run(tt.name, func(t *testing.T) {
+			bad := good
+			bad.Nodes = append([]Node(nil), good.Nodes...)
+			tt.mod(&bad)
 			if err := bad.Validate(); err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 				t.Errorf("Validate() = %v, want an error about %q", err, tt.wantErr)
 			}

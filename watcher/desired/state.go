@@ -9,9 +9,13 @@ const Schema = 1
 // State is the whole desired edge configuration: the value of the Ansible variable
 // haproxy_ftp_state. Field names and JSON tags are the contract; change them only with Schema.
 type State struct {
-	Schema     int       `json:"schema"`
-	Generation string    `json:"generation"`
-	Services   []Service `json:"services"`
+	Schema     int    `json:"schema"`
+	Generation string `json:"generation"`
+	// Nodes are the HAProxy servers any Service uses, sorted by name, each listed once: the
+	// document grows with nodes + services, not nodes × services (it is kept in a ConfigMap,
+	// which holds at most 1 MiB).
+	Nodes    []Node    `json:"nodes"`
+	Services []Service `json:"services"`
 }
 
 // Service is one FTP Service served by the edge: a control listener and its passive range.
@@ -31,7 +35,9 @@ type Service struct {
 	Timeouts            Timeouts `json:"timeouts"`
 	MaxConn             int      `json:"maxconn"`
 	SendProxy           string   `json:"send_proxy"`
-	Nodes               []Node   `json:"nodes"`
+	// NodeNames is nil (JSON null) for traffic policy Cluster: every node of State.Nodes.
+	// For Local it lists the nodes with a ready endpoint of the Service, sorted, maybe none.
+	NodeNames []string `json:"node_names"`
 }
 
 // Timeouts are HAProxy time values (e.g. "5s", "1h").
@@ -42,9 +48,28 @@ type Timeouts struct {
 	Check   string `json:"check"`
 }
 
-// Node is one HAProxy server: a Kubernetes node that carries the Service's NodePorts.
+// Node is one HAProxy server: a Kubernetes node that carries Services' NodePorts.
 type Node struct {
 	Name    string `json:"name"`
 	Address string `json:"address"`
 	ID      int    `json:"id"`
+}
+
+// ServiceNodes returns the servers of svc: every node for traffic policy Cluster (NodeNames
+// nil), else the nodes NodeNames lists, in State.Nodes order.
+func (s State) ServiceNodes(svc Service) []Node {
+	if svc.NodeNames == nil {
+		return s.Nodes
+	}
+	want := make(map[string]bool, len(svc.NodeNames))
+	for _, n := range svc.NodeNames {
+		want[n] = true
+	}
+	out := make([]Node, 0, len(svc.NodeNames))
+	for _, n := range s.Nodes {
+		if want[n.Name] {
+			out = append(out, n)
+		}
+	}
+	return out
 }

@@ -134,8 +134,18 @@ func (s State) Validate() error {
 	if !generationR.MatchString(s.Generation) {
 		return fmt.Errorf("generation: want 1 to 64 lowercase hex digits")
 	}
+	if err := validateNodes(s.Nodes); err != nil {
+		return err
+	}
+	known := make(map[string]bool, len(s.Nodes))
+	for _, n := range s.Nodes {
+		known[n.Name] = true
+	}
 	for i, svc := range s.Services {
-		if err := svc.validate(); err != nil {
+		if err := svc.validateFields(); err != nil {
+			return fmt.Errorf("services[%d]: %w", i, err)
+		}
+		if err := svc.validateNodeNames(known); err != nil {
 			return fmt.Errorf("services[%d]: %w", i, err)
 		}
 		if i > 0 && s.Services[i-1].ID >= svc.ID {
@@ -145,14 +155,30 @@ func (s State) Validate() error {
 	return nil
 }
 
-func (s Service) validate() error {
-	if err := s.validateFields(); err != nil {
-		return err
+// validateNodeNames checks that a Local Service names known nodes, sorted and once each, and
+// that a Cluster Service names none (it uses every node).
+func (s Service) validateNodeNames(known map[string]bool) error {
+	if s.TrafficPolicy != TrafficPolicyLocal {
+		if s.NodeNames != nil {
+			return fmt.Errorf("node_names: must be null for traffic_policy %s (every node serves)", s.TrafficPolicy)
+		}
+		return nil
 	}
-	return validateNodes(s.Nodes)
+	if s.NodeNames == nil {
+		return fmt.Errorf("node_names: must be a list for traffic_policy Local")
+	}
+	for i, n := range s.NodeNames {
+		if !known[n] {
+			return fmt.Errorf("node_names[%d]: %q is not in nodes", i, n)
+		}
+		if i > 0 && s.NodeNames[i-1] >= n {
+			return fmt.Errorf("node_names[%d]: %q: names must be sorted and unique", i, n)
+		}
+	}
+	return nil
 }
 
-// validateFields checks everything but the node list.
+// validateFields checks everything but the node names.
 func (s Service) validateFields() error {
 	if !isID(s.ID) {
 		return fmt.Errorf("id: %q is not a valid id", s.ID)
@@ -236,8 +262,7 @@ func (s Service) validateFields() error {
 	return nil
 }
 
-// validateNodes checks one service's node list. Compute checks its list of eligible nodes
-// once instead of per Service: every Service's list is a sorted subset of it.
+// validateNodes checks the State's node list.
 func validateNodes(nodes []Node) error {
 	if nodes == nil {
 		return fmt.Errorf("nodes: must be a list, not null")
