@@ -155,6 +155,8 @@ type env struct {
 	ctx context.Context
 	ns  string
 	lab *lab.Lab
+	// rendered caches render --format haproxy by generation
+	rendered map[string][]byte
 }
 
 func newEnv(t *testing.T, timeout time.Duration) *env {
@@ -336,7 +338,7 @@ func (e *env) stateHosts(ctx context.Context) (map[string]hostRecord, string, er
 	return hosts, cm.Data[controller.KeyGeneration], nil
 }
 
-// eventually polls cond every 200ms for up to d; cond returns a description of what it saw.
+// eventually polls cond every 500ms for up to d; cond returns a description of what it saw.
 func eventually(t *testing.T, d time.Duration, what string, cond func() (bool, string)) {
 	t.Helper()
 	deadline := time.Now().Add(d)
@@ -348,7 +350,7 @@ func eventually(t *testing.T, d time.Duration, what string, cond func() (bool, s
 		if time.Now().After(deadline) {
 			t.Fatalf("%s: not within %s; last seen: %s", what, d, seen)
 		}
-		time.Sleep(200 * time.Millisecond)
+		time.Sleep(500 * time.Millisecond)
 	}
 }
 
@@ -660,22 +662,60 @@ func generationOf(cfg []byte) string {
 	return ""
 }
 
-// expectedConfig is what the role renders for edge i from the desired state the cluster asks
-// for now: `kubeftp-edge render --format haproxy` with the watcher's flags, with the peers
-// local name of that host (the only per-host line of a full config).
-func (e *env) expectedConfig(i int) ([]byte, error) {
-	l := e.lab
+// render runs `kubeftp-edge render` with the watcher's flags against the cluster.
+func (e *env) render(format string) ([]byte, error) {
 	cmd := exec.CommandContext(e.ctx, world.binary, "render", "--kubeconfig", world.cluster.Kubeconfig,
-		"--node-selector", "kubeftp-test="+e.ns, "--default-edge-address", l.EdgeAddr(1).String(),
-		"--reserved-ports", fmt.Sprintf("22,%d,%d", peersPort, statsPort), "--format", "haproxy", "--work-dir", e.t.TempDir())
+		"--node-selector", "kubeftp-test="+e.ns, "--default-edge-address", e.lab.EdgeAddr(1).String(),
+		"--reserved-ports", fmt.Sprintf("22,%d,%d", peersPort, statsPort), "--format", format, "--work-dir", e.t.TempDir())
 	cmd.Env = cleanEnv()
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		return nil, fmt.Errorf("render: %w: %s", err, stderr.String())
+		return nil, fmt.Errorf("render --format %s: %w: %s", format, err, stderr.String())
 	}
-	return hostConfig(out, "e"+strconv.Itoa(i), l.EdgeStatsSocket(i)), nil
+	return out, nil
+}
+
+// desiredGeneration is the generation the cluster asks for now (render --format vars: no
+// Ansible, cheap enough to poll).
+func (e *env) desiredGeneration() (string, error) {
+	out, err := e.render("vars")
+	if err != nil {
+		return "", err
+	}
+	var vars struct {
+		State struct {
+			Generation struct {
+				Value string `json:"__ansible_unsafe"`
+			} `json:"generation"`
+		} `json:"haproxy_ftp_state"`
+	}
+	if err := json.Unmarshal(out, &vars); err != nil || vars.State.Generation.Value == "" {
+		return "", fmt.Errorf("render --format vars: no generation (%v)", err)
+	}
+	return vars.State.Generation.Value, nil
+}
+
+// expectedConfig is what the role renders for edge i from the desired state the cluster asks
+// for now: `kubeftp-edge render --format haproxy` (the role's own template through
+// ansible-playbook) with edge i's host vars applied (see hostConfig). Cached per generation.
+func (e *env) expectedConfig(i int, gen string) ([]byte, error) {
+	if e.rendered == nil {
+		e.rendered = map[string][]byte{}
+	}
+	out, ok := e.rendered[gen]
+	if !ok {
+		var err error
+		if out, err = e.render("haproxy"); err != nil {
+			return nil, err
+		}
+		if got := generationOf(out); got != gen {
+			return nil, fmt.Errorf("rendered generation %s, want %s (the cluster changed meanwhile)", got, gen)
+		}
+		e.rendered[gen] = out
+	}
+	return hostConfig(out, "e"+strconv.Itoa(i), e.lab.EdgeStatsSocket(i)), nil
 }
 
 // hostConfig turns what render gives a host called localhost with the role's defaults into
@@ -695,36 +735,46 @@ func hostConfig(cfg []byte, host, statsSocket string) []byte {
 	return b.Bytes()
 }
 
-// waitConverged waits until every edge runs a config that passes haproxy -c and equals what
-// the role renders from the cluster's current desired state, with a worker serving it.
+// waitConverged waits until every edge converged (see converged).
 func (e *env) waitConverged(d time.Duration, what string) {
 	e.t.Helper()
-	eventually(e.t, d, what, func() (bool, string) {
-		for i := 1; i <= labEdges; i++ {
-			want, err := e.expectedConfig(i)
-			if err != nil {
-				return false, err.Error()
-			}
-			got, _, err := e.lab.EdgeConfig(i)
-			if err != nil {
-				return false, err.Error()
-			}
-			if !bytes.Equal(got, want) {
-				return false, fmt.Sprintf("edge %d has generation %q, want %q; %s", i, generationOf(got), generationOf(want), firstDiff(want, got))
-			}
-			if err := e.haproxyCheck(i); err != nil {
-				return false, err.Error()
-			}
-			procs, err := e.lab.ShowProc(e.ctx, i)
-			if err != nil {
-				return false, err.Error()
-			}
-			if _, ok := procs.CurrentWorker(); !ok {
-				return false, fmt.Sprintf("edge %d: no HAProxy worker", i)
-			}
+	eventually(e.t, d, what, e.converged)
+}
+
+// converged reports whether every edge runs a config that passes haproxy -c and equals what
+// the role renders from the cluster's current desired state, with a worker serving it.
+func (e *env) converged() (bool, string) {
+	gen, err := e.desiredGeneration()
+	if err != nil {
+		return false, err.Error()
+	}
+	for i := 1; i <= labEdges; i++ {
+		got, _, err := e.lab.EdgeConfig(i)
+		if err != nil {
+			return false, err.Error()
 		}
-		return true, ""
-	})
+		if g := generationOf(got); g != gen {
+			return false, fmt.Sprintf("edge %d has generation %s, want %s", i, short(g), short(gen))
+		}
+		want, err := e.expectedConfig(i, gen)
+		if err != nil {
+			return false, err.Error()
+		}
+		if !bytes.Equal(got, want) {
+			return false, fmt.Sprintf("edge %d has generation %q, want %q; %s", i, generationOf(got), generationOf(want), firstDiff(want, got))
+		}
+		if err := e.haproxyCheck(i); err != nil {
+			return false, err.Error()
+		}
+		procs, err := e.lab.ShowProc(e.ctx, i)
+		if err != nil {
+			return false, err.Error()
+		}
+		if _, ok := procs.CurrentWorker(); !ok {
+			return false, fmt.Sprintf("edge %d: no HAProxy worker", i)
+		}
+	}
+	return true, ""
 }
 
 // roundTrip moves a file up and down through edge 1 with curl (EPSV) and lftp.
@@ -755,7 +805,9 @@ func readAll(path string) string {
 	return string(b)
 }
 
-func netipPort(l *lab.Lab, port uint16) netip.AddrPort { return netip.AddrPortFrom(l.EdgeAddr(1), port) }
+func netipPort(l *lab.Lab, port uint16) netip.AddrPort {
+	return netip.AddrPortFrom(l.EdgeAddr(1), port)
+}
 
 // runCmd runs a command in the root namespace and returns its combined output.
 func runCmd(ctx context.Context, name string, args ...string) (string, error) {
