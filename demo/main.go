@@ -139,6 +139,10 @@ func up(dir, root, bin string, hold bool, out io.Writer) (err error) {
 		o, err := s.Run(ctx, env)
 		took[i] = time.Since(t)
 		if err != nil {
+			if ctx.Err() != nil {
+				fmt.Fprintf(out, "      interrupted after %s\n", secs(took[i]))
+				return errors.New("interrupted")
+			}
 			fmt.Fprintf(out, "      FAILED after %s\n", secs(took[i]))
 			return fmt.Errorf("step %d: %w", i+1, err)
 		}

@@ -73,7 +73,8 @@ type FTPService struct {
 	// PassiveMin..PassiveMax are the passive ports (named pasv-<port>), each with the NodePort
 	// port+PassiveOffset: order-preserving, so the edge needs one listener for the range.
 	PassiveMin, PassiveMax, PassiveOffset int
-	// HealthCheckNodePort, when not zero, makes the Service externalTrafficPolicy Local.
+	// HealthCheckNodePort, when not zero, makes the Service a LoadBalancer with
+	// externalTrafficPolicy Local.
 	HealthCheckNodePort int
 }
 
@@ -92,6 +93,9 @@ func (s FTPService) object() *corev1.Service {
 		svc.Annotations = map[string]string{"kubeftp.io/edge-address": s.EdgeAddress}
 	}
 	if s.HealthCheckNodePort != 0 {
+		// the API server allows a health check NodePort on LoadBalancer Services only; with no
+		// cloud controller nothing provisions one, and the edge serves its NodePorts
+		svc.Spec.Type = corev1.ServiceTypeLoadBalancer
 		svc.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
 		svc.Spec.HealthCheckNodePort = int32(s.HealthCheckNodePort)
 	}

@@ -49,16 +49,30 @@ type Step struct {
 	Run   func(ctx context.Context, e *Env) (Outcome, error)
 }
 
-// Steps are the four steps of the demo, in order; each builds on the one before.
-func (p Plan) Steps() []Step {
+// Nodes are the lab nodes that carry traffic after step n (1-4) of the plan.
+func (p Plan) Nodes(step int) []int {
 	nodes := []int{1, 2, 3}
-	var pmin, pmax int
+	if step >= 2 {
+		nodes = slices.DeleteFunc(nodes, func(k int) bool { return k == p.NotReady })
+	}
+	if step >= 3 {
+		nodes = append(nodes, p.Added)
+	}
+	return nodes
+}
+
+// Steps are the four steps of the demo, in order; each builds on the one before. A step keeps
+// no state of its own: the plan says what each one expects.
+func (p Plan) Steps() []Step {
 	all := []lab.Client{lab.CurlEPSV, lab.CurlPASV, lab.Lftp}
+	served := func(e *Env, step int) Served {
+		// until step 4 the lab's vsftpd keeps the range lab.sh up gave it
+		return Served{Service: Namespace + "/" + Service, Nodes: p.Nodes(step), PassiveMin: e.Lab.PassiveMin(), PassiveMax: e.Lab.PassiveMax()}
+	}
 	return []Step{
 		{
 			Title: "the watcher configures the edge from nothing; FTP upload + download through it",
 			Run: func(ctx context.Context, e *Env) (Outcome, error) {
-				pmin, pmax = e.Lab.PassiveMin(), e.Lab.PassiveMax()
 				cfg, _, err := e.Lab.EdgeConfig(edge)
 				if err != nil {
 					return Outcome{}, err
@@ -66,7 +80,7 @@ func (p Plan) Steps() []Step {
 				if bytes.Contains(cfg, []byte("\nfrontend ")) {
 					return Outcome{}, fmt.Errorf("the edge serves something before the watcher ran:\n%s", cfg)
 				}
-				return e.measure(ctx, Served{Service: Namespace + "/" + Service, Nodes: nodes, PassiveMin: pmin, PassiveMax: pmax},
+				return e.measure(ctx, served(e, 1),
 					func() (time.Time, error) {
 						if err := e.StartWatcher(ctx); err != nil {
 							return time.Time{}, err
@@ -81,8 +95,7 @@ func (p Plan) Steps() []Step {
 		{
 			Title: fmt.Sprintf("node %s goes NotReady (and drops its traffic): the edge drops it; transfers still work", NodeName(p.NotReady)),
 			Run: func(ctx context.Context, e *Env) (Outcome, error) {
-				nodes = slices.DeleteFunc(slices.Clone(nodes), func(k int) bool { return k == p.NotReady })
-				return e.measure(ctx, Served{Service: Namespace + "/" + Service, Nodes: nodes, PassiveMin: pmin, PassiveMax: pmax},
+				return e.measure(ctx, served(e, 2),
 					func() (time.Time, error) {
 						start := time.Now()
 						if err := e.SetReady(ctx, p.NotReady, false); err != nil {
@@ -99,8 +112,7 @@ func (p Plan) Steps() []Step {
 		{
 			Title: fmt.Sprintf("node %s joins the cluster: the edge adds it", NodeName(p.Added)),
 			Run: func(ctx context.Context, e *Env) (Outcome, error) {
-				nodes = append(slices.Clone(nodes), p.Added)
-				return e.measure(ctx, Served{Service: Namespace + "/" + Service, Nodes: nodes, PassiveMin: pmin, PassiveMax: pmax},
+				return e.measure(ctx, served(e, 3),
 					func() (time.Time, error) { return time.Now(), e.AddNode(ctx, p.Added) },
 					func() (string, error) {
 						return e.RoundTrips(ctx, e.Lab.EdgeAddr(edge), p.TransferSize, "step3", append(all, lab.CurlEPSV), 0, 1, 2, 3)
@@ -111,7 +123,8 @@ func (p Plan) Steps() []Step {
 			Title: fmt.Sprintf("the Service's passive range moves to %d-%d: the edge and vsftpd follow", p.PassiveMin, p.PassiveMax),
 			Run: func(ctx context.Context, e *Env) (Outcome, error) {
 				l := e.Lab
-				return e.measure(ctx, Served{Service: Namespace + "/" + Service, Nodes: nodes, PassiveMin: p.PassiveMin, PassiveMax: p.PassiveMax},
+				want := Served{Service: Namespace + "/" + Service, Nodes: p.Nodes(4), PassiveMin: p.PassiveMin, PassiveMax: p.PassiveMax}
+				return e.measure(ctx, want,
 					func() (time.Time, error) {
 						// what kube-proxy and a rollout of the FTP server do once the chart changed:
 						// new passive NodePorts on every node, vsftpd restarted with the new range
