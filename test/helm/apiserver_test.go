@@ -1,10 +1,7 @@
 package helm
 
 import (
-	"bytes"
 	"fmt"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -19,35 +16,12 @@ func TestAPIServer(t *testing.T) {
 		t.Skip("starts etcd and kube-apiserver")
 	}
 	keys := newSSHFiles(t)
-	kubectlBin, err := exec.LookPath("kubectl")
-	if err != nil {
-		t.Fatalf("kubectl is needed: %v", err)
-	}
 	cluster, err := kube.Start(t.Context(), kube.Options{Dir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(cluster.Stop)
-
-	kubectl := func(args ...string) (string, error) {
-		t.Helper()
-		cmd := exec.Command(kubectlBin, append([]string{"--kubeconfig", cluster.Kubeconfig}, args...)...)
-		var stdout, stderr bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &stdout, &stderr
-		err := cmd.Run()
-		if err != nil {
-			err = fmt.Errorf("kubectl %s: %w\n%s%s", strings.Join(args, " "), err, stdout.String(), stderr.String())
-		}
-		return stdout.String(), err
-	}
-	must := func(args ...string) string {
-		t.Helper()
-		out, err := kubectl(args...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return out
-	}
+	kubectl, must := kubectlFor(t, cluster.Kubeconfig)
 
 	const fullNS, runNS = "kubeftp-full", "kubeftp-run"
 	for _, ns := range []string{namespace, fullNS, runNS, "ftp-a", "ftp-b", "other"} {
@@ -56,21 +30,8 @@ func TestAPIServer(t *testing.T) {
 	must("apply", "-f", filepath.Join("testdata", "servicemonitor-crd.yaml"))
 	must("wait", "--for=condition=established", "--timeout=30s", "crd/servicemonitors.monitoring.coreos.com")
 
-	apply := func(ns string, args ...string) {
-		t.Helper()
-		out, err := runHelm(t, append([]string{"template", release, chartDir(t), "--namespace", ns}, args...)...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		file := filepath.Join(t.TempDir(), "manifests.yaml")
-		if err := os.WriteFile(file, []byte(out), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		// Strict validation: a field the API does not know fails the apply.
-		t.Logf("%s", must("apply", "--validate=strict", "-f", file))
-	}
-	apply(namespace, keys.args()...)
-	apply(fullNS, append(fullValues(), keys.args()...)...)
+	installChart(t, namespace, must, keys.args()...)
+	installChart(t, fullNS, must, append(fullValues(), keys.args()...)...)
 
 	// The FTP Service as the API server stored it: explicit NodePorts are kept exactly.
 	ports := must("-n", fullNS, "get", "service", "kubeftp-edge-ftp", "-o",
