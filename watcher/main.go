@@ -224,8 +224,12 @@ func watch(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 
 	log.Info("starting", "version", version, "commit", commit, "hosts", len(inv.Hosts),
 		"leader_elect", cfg.LeaderElect, "dry_run", cfg.DryRun, "once", cfg.Once)
-	src.Start(ctx)
-	defer src.Shutdown()
+	// The informers get a context of their own: Shutdown waits for them, and Run can return
+	// while ctx is still alive (a lost Lease); with ctx they would never stop and the process
+	// would hang instead of exiting to start over.
+	srcCtx, stopSrc := context.WithCancel(ctx)
+	src.Start(srcCtx)
+	defer func() { stopSrc(); src.Shutdown() }()
 	runErr := ctrl.Run(ctx)
 	stopServers()
 	for _, errc := range servers {
