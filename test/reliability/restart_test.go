@@ -46,7 +46,8 @@ func TestWatcherKilledMidRun(t *testing.T) {
 	e := newEnv(t, 8*time.Minute)
 	w := e.served(watcherConfig{})
 	inv := e.inventory("w2", "")
-	for round, delay := range []time.Duration{500 * time.Millisecond, 3 * time.Second} {
+	// into the run by a fixed delay, and right after edge 1's file was replaced (mid-reload)
+	for round, delay := range []time.Duration{500 * time.Millisecond, 3 * time.Second, -1} {
 		before := map[int]string{}
 		for i := 1; i <= labEdges; i++ {
 			before[i] = e.edgeGeneration(i)
@@ -55,10 +56,20 @@ func TestWatcherKilledMidRun(t *testing.T) {
 			t.Fatal(err)
 		}
 		eventually(t, 30*time.Second, "a playbook run", func() (bool, string) { return playbookRunning(w.work), "" })
-		time.Sleep(delay)
+		if delay < 0 {
+			eventually(t, 60*time.Second, "edge 1's config replaced", func() (bool, string) {
+				return e.edgeGeneration(1) != before[1], ""
+			})
+		} else {
+			time.Sleep(delay)
+		}
 		running := playbookRunning(w.work)
 		w.kill()
-		t.Logf("round %d: SIGKILL %s into the run (playbook still running: %v)", round+1, delay, running)
+		when := delay.String() + " into the run"
+		if delay < 0 {
+			when = "as soon as edge 1's config was replaced"
+		}
+		t.Logf("round %d: SIGKILL %s (playbook still running: %v)", round+1, when, running)
 		time.Sleep(time.Second)
 		if n := processesOf(w.work); n != 0 {
 			t.Errorf("round %d: %d processes of the killed watcher still run", round+1, n)
