@@ -43,6 +43,8 @@ const (
 	StateConfigMap = "kubeftp-edge-state"
 	// Service is the name of the FTP Service every step is about.
 	Service = "ftp"
+	// PassiveMin and PassiveMax are the passive range vsftpd and the Service start with.
+	PassiveMin, PassiveMax = 21100, 21110
 	// pidsFile lists "name pid" of the processes Start launched outside the lab (the lab keeps
 	// its own pid files): what Down stops when the process that started them is gone.
 	pidsFile = "pids"
@@ -131,6 +133,8 @@ func Start(ctx context.Context, opts Options) (_ *Env, err error) {
 		e.Lab, labErr = lab.Up(ctx, lab.Options{
 			Root: opts.Root, Prefix: opts.Prefix, Net: opts.Net, Nodes: 4, Edges: 1, Clients: 4,
 			Dir: filepath.Join(opts.Dir, "lab"),
+			// explicit: the run dir's lab.env keeps the range an earlier run's last step set
+			PassiveMin: PassiveMin, PassiveMax: PassiveMax,
 		})
 	}()
 	wg.Wait()

@@ -123,6 +123,9 @@ func (p Plan) Steps() []Step {
 			Title: fmt.Sprintf("the Service's passive range moves to %d-%d: the edge and vsftpd follow", p.PassiveMin, p.PassiveMax),
 			Run: func(ctx context.Context, e *Env) (Outcome, error) {
 				l := e.Lab
+				if l.PassiveMin() == p.PassiveMin && l.PassiveMax() == p.PassiveMax {
+					return Outcome{}, fmt.Errorf("the passive range is %d-%d already: nothing would change", p.PassiveMin, p.PassiveMax)
+				}
 				want := Served{Service: Namespace + "/" + Service, Nodes: p.Nodes(4), PassiveMin: p.PassiveMin, PassiveMax: p.PassiveMax}
 				return e.measure(ctx, want,
 					func() (time.Time, error) {
