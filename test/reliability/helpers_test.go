@@ -655,7 +655,7 @@ func generationOf(cfg []byte) string {
 		f := strings.Fields(sc.Text())
 		for j := 0; j+1 < len(f); j++ {
 			if f[j] == "generation" {
-				return f[j+1]
+				return strings.TrimSuffix(f[j+1], ":")
 			}
 		}
 	}
