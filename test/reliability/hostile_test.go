@@ -80,7 +80,8 @@ func TestHostileInput(t *testing.T) {
 	add("claims-ssh", func(s *corev1.Service) { s.Spec.Ports[0].Port = 22 }, desired.ReasonReservedPort, "22")
 	add("claims-peers", func(s *corev1.Service) { s.Spec.Ports[0].Port = peersPort }, desired.ReasonReservedPort, fmt.Sprint(peersPort))
 	add("claims-stats", func(s *corev1.Service) { s.Spec.Ports[0].Port = statsPort }, desired.ReasonReservedPort, fmt.Sprint(statsPort))
-	add("claims-pasv-ssh", func(s *corev1.Service) { s.Annotations[desired.AnnotationPassivePorts] = "20-30" }, desired.ReasonReservedPort, "22")
+	add("claims-pasv-ssh", func(s *corev1.Service) { s.Spec.Ports[1].Name, s.Spec.Ports[1].Port = "pasv-22", 22 },
+		desired.ReasonReservedPort, "22")
 	add("claims-60000", func(s *corev1.Service) { s.Annotations[desired.AnnotationPassivePorts] = "1024-61023" },
 		desired.ReasonInvalidAnnotation, "2000")
 

@@ -45,6 +45,7 @@ func TestRefusesMalformedFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	pubAsKey := write("pub-as-key", string(pub), 0o600)
 	goodInv := write("inventory.yml", "all:\n  children:\n    edge:\n      hosts:\n        e1:\n          ansible_host: 10.252.1.1\n", 0o600)
 	goodKH := write("known_hosts", "10.252.1.1 "+string(pub), 0o600)
 
@@ -71,7 +72,7 @@ func TestRefusesMalformedFiles(t *testing.T) {
 		{name: "truncated key", key: truncated, want: []string{truncated, "not a valid private key"}, secret: body},
 		{name: "key readable by others", key: open, want: []string{open, "too open"}, secret: openBody},
 		{name: "key with a passphrase", key: locked, want: []string{locked, "passphrase"}, secret: lockedBody},
-		{name: "public key as private key", key: goodKey + ".pub", want: []string{goodKey + ".pub", "not a valid private key"}},
+		{name: "public key as private key", key: pubAsKey, want: []string{pubAsKey, "not a valid private key"}},
 		{name: "garbage known_hosts", kh: write("kh-garbage", "10.252.1.1 ssh-ed25519 !!notbase64!!\n", 0o600),
 			want: []string{"kh-garbage", "malformed"}},
 		{name: "empty known_hosts", kh: write("kh-empty", "# nothing\n", 0o600),
