@@ -36,6 +36,7 @@ type config struct {
 	burst              int
 	watcherBin         string
 	shortWindow        string
+	latencyBudget      time.Duration
 }
 
 var allParts = []string{"scale", "datapath", "watcher", "coalescing", "latency"}
@@ -100,7 +101,7 @@ func run() error {
 				if edges == 1 {
 					profile = 3
 				}
-				row, perr = bench.Latency(ctx, bench.LatencyOptions{Events: cfg.events, ProfileRuns: profile, EdgeOptions: bench.EdgeOptions{
+				row, perr = bench.Latency(ctx, bench.LatencyOptions{Events: cfg.events, Budget: cfg.latencyBudget, ProfileRuns: profile, EdgeOptions: bench.EdgeOptions{
 					Root: cfg.root, Dir: filepath.Join(dir, strconv.Itoa(edges)), Binary: cfg.watcherBin, Edges: edges,
 					Prefix: fmt.Sprintf("kfblat%d", edges), Net: fmt.Sprintf("10.%d", 244+i), Logger: log,
 				}})
@@ -170,6 +171,7 @@ func parseFlags(args []string) (config, error) {
 	fs.IntVar(&cfg.events, "events", 20, "latency: Node events per edge count")
 	edges := fs.String("edges", "1,5,20", "latency: edge host counts")
 	fs.IntVar(&cfg.burst, "burst", 1000, "coalescing: Node updates in the burst")
+	fs.DurationVar(&cfg.latencyBudget, "latency-budget", 0, "latency: stop taking events for one edge count after this long (0: none)")
 	fs.StringVar(&cfg.shortWindow, "short-window", "", "latency: also measure 1 edge host with this coalesce window (empty: skip)")
 	fs.StringVar(&cfg.watcherBin, "watcher", "bin/kubeftp-edge", "the watcher binary")
 	if err := fs.Parse(args); err != nil {
