@@ -24,6 +24,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -742,11 +743,22 @@ func (e *env) waitConverged(d time.Duration, what string) {
 }
 
 // converged reports whether every edge runs a config that passes haproxy -c and equals what
-// the role renders from the cluster's current desired state, with a worker serving it.
+// the role renders from the cluster's current desired state, with a worker serving it: the
+// worker's servers are the file's (the file alone is replaced before the reload, so a check
+// of the file passes mid-run) and the watcher recorded the push as done in hosts.json.
 func (e *env) converged() (bool, string) {
 	gen, err := e.desiredGeneration()
 	if err != nil {
 		return false, err.Error()
+	}
+	hosts, _, err := e.stateHosts(e.ctx)
+	if err != nil {
+		return false, "state ConfigMap: " + err.Error()
+	}
+	for i := 1; i <= labEdges; i++ {
+		if h := hosts["e"+strconv.Itoa(i)]; h.Hash != gen {
+			return false, fmt.Sprintf("hosts.json: e%d at %s (%s %q), want %s", i, short(h.Hash), h.Result, trunc(h.Message, 120), short(gen))
+		}
 	}
 	for i := 1; i <= labEdges; i++ {
 		got, _, err := e.lab.EdgeConfig(i)
@@ -773,8 +785,45 @@ func (e *env) converged() (bool, string) {
 		if _, ok := procs.CurrentWorker(); !ok {
 			return false, fmt.Sprintf("edge %d: no HAProxy worker", i)
 		}
+		running, err := e.lab.ServersState(e.ctx, i)
+		if err != nil {
+			return false, err.Error()
+		}
+		if want, got := configServers(got), runningServers(running); want != got {
+			return false, fmt.Sprintf("edge %d: the worker serves %q, the file has %q", i, got, want)
+		}
 	}
 	return true, ""
+}
+
+// configServers lists the "backend/server address" lines of a haproxy.cfg, sorted.
+func configServers(cfg []byte) string {
+	var out []string
+	backend := ""
+	for _, line := range strings.Split(string(cfg), "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) >= 2 && f[0] == "backend":
+			backend = f[1]
+		case len(f) >= 1 && (f[0] == "frontend" || f[0] == "listen" || f[0] == "peers" || f[0] == "global" || f[0] == "defaults"):
+			backend = ""
+		case len(f) >= 3 && f[0] == "server" && backend != "":
+			host, _, _ := strings.Cut(f[2], ":")
+			out = append(out, backend+"/"+f[1]+" "+host)
+		}
+	}
+	sort.Strings(out)
+	return strings.Join(out, ", ")
+}
+
+// runningServers lists what "show servers state" says the running worker serves, sorted.
+func runningServers(states []lab.ServerState) string {
+	var out []string
+	for _, s := range states {
+		out = append(out, s.Backend+"/"+s.Server+" "+s.Addr)
+	}
+	sort.Strings(out)
+	return strings.Join(out, ", ")
 }
 
 // roundTrip moves a file up and down through edge 1 with curl (EPSV) and lftp.
