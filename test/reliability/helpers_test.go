@@ -64,6 +64,24 @@ var world struct {
 	lab     *lab.Lab
 	binary  string
 	dir     string
+	// push is the longest first push to the three edges seen so far (nodes, one Service, a
+	// fresh watcher). Waits add twice that: on a loaded machine one playbook run takes 45 s
+	// instead of 2, and a wait sized for an idle one fails for that reason alone.
+	push time.Duration
+}
+
+// slack is what every wait adds for the machine's speed (see world.push).
+func slack() time.Duration { return 2 * world.push }
+
+// firstPush waits until every edge converged after a watcher started at start and records
+// how long that took in world.push.
+func (e *env) firstPush(start time.Time, what string) time.Duration {
+	e.t.Helper()
+	e.waitConverged(3*time.Minute, what)
+	took := time.Since(start)
+	world.push = max(world.push, took)
+	e.t.Logf("%s: %s", what, took.Round(time.Millisecond))
+	return took
 }
 
 func TestMain(m *testing.M) {
@@ -158,6 +176,8 @@ type env struct {
 	lab *lab.Lab
 	// rendered caches render --format haproxy by generation
 	rendered map[string][]byte
+	// push is how long this test's first push to every edge took (firstPush)
+	push time.Duration
 }
 
 func newEnv(t *testing.T, timeout time.Duration) *env {
@@ -168,7 +188,7 @@ func newEnv(t *testing.T, timeout time.Duration) *env {
 	if world.client == nil || world.lab == nil {
 		t.Fatal("no lab or API server: TestMain did not set them up")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout+10*slack())
 	t.Cleanup(cancel)
 	e := &env{t: t, ctx: ctx, ns: kube.Namespace(t, world.client), lab: world.lab}
 	t.Cleanup(func() {
@@ -289,6 +309,7 @@ func (e *env) events(ctx context.Context, svc string) ([]corev1.Event, error) {
 func (e *env) waitEvent(svc, typ, reason string, d time.Duration, want ...string) corev1.Event {
 	e.t.Helper()
 	var last []string
+	d += slack()
 	deadline := time.Now().Add(d)
 	for {
 		evs, err := e.events(e.ctx, svc)
@@ -342,6 +363,7 @@ func (e *env) stateHosts(ctx context.Context) (map[string]hostRecord, string, er
 // eventually polls cond every 500ms for up to d; cond returns a description of what it saw.
 func eventually(t *testing.T, d time.Duration, what string, cond func() (bool, string)) {
 	t.Helper()
+	d += slack()
 	deadline := time.Now().Add(d)
 	for {
 		ok, seen := cond()

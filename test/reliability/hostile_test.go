@@ -115,8 +115,9 @@ func TestHostileInput(t *testing.T) {
 		t.Errorf("the API server accepted a label value with Jinja")
 	}
 
+	start := time.Now()
 	w := e.startWatcher("w1", watcherConfig{inventory: e.inventory("w1", "")})
-	e.waitConverged(120*time.Second, "the good Service on every edge")
+	e.firstPush(start, "the good Service on every edge")
 	if err := e.roundTrip(e.ctx, "hostile", 1<<20); err != nil {
 		t.Errorf("FTP through the edge next to hostile Services: %v", err)
 	}

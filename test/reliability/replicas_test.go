@@ -95,11 +95,12 @@ func TestTwoReplicas(t *testing.T) {
 	}
 	e.createService(e.labService("ftp"))
 	ws := map[string]*watcherProc{}
+	start := time.Now()
 	for _, r := range []string{"a", "b"} {
 		ws[r] = e.startWatcher("replica-"+r, watcherConfig{leaderElect: true,
 			inventory: e.inventory("replica-"+r, interpreterWrapper(t, dir, r, runsLog))})
 	}
-	e.waitConverged(120*time.Second, "first push by the leader")
+	e.firstPush(start, "first push by the leader")
 	leader := func() (string, string) {
 		var leaders []string
 		for r, w := range ws {

@@ -142,3 +142,40 @@ func TestControlPlaneRestart(t *testing.T) {
 		t.Errorf("FTP after the control plane restarts: %v", err)
 	}
 }
+
+// TestInterruptedBeforeReload leaves edge 1 the way a watcher killed between the role's
+// replace and its reload does: the new file in place, HAProxy still serving the old one. The
+// next watcher's run finds the file already as rendered; it must still put it into service.
+func TestInterruptedBeforeReload(t *testing.T) {
+	e := newEnv(t, 5*time.Minute)
+	w := e.served(watcherConfig{})
+	w.kill()
+	if err := e.setReady(e.ctx, 3, false); err != nil {
+		t.Fatal(err)
+	}
+	gen, err := e.desiredGeneration()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := e.expectedConfig(1, gen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.lab.WriteEdgeConfig(1, cfg); err != nil {
+		t.Fatal(err)
+	}
+	running, err := e.lab.ServersState(e.ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want, got := configServers(cfg), runningServers(running); want == got {
+		t.Fatalf("edge 1 already serves the new file (%q): the setup does not leave it mid-run", got)
+	}
+	restarted := time.Now()
+	e.startWatcher("w2", watcherConfig{inventory: e.inventory("w2", "")})
+	e.waitConverged(90*time.Second, "edge 1 serving the file the interrupted run left")
+	t.Logf("restart → every edge serves the desired config: %s", time.Since(restarted).Round(time.Millisecond))
+	if err := e.roundTrip(e.ctx, "after-interrupted-reload", 1<<20); err != nil {
+		t.Errorf("FTP after the interrupted reload: %v", err)
+	}
+}
