@@ -347,27 +347,30 @@ func (d *DataPathResult) markdown(b *strings.Builder) {
 		fmt.Fprintf(b, "| %s | %s | %s | %s | %s |\n", r.Direction, r.Path, mbps(r.Median),
 			ratio(r.Median, direct[r.Direction]), mbpsList(r.Runs))
 	}
-	var role, splice float64
-	for _, r := range d.Rows {
-		if r.Direction != "download (RETR)" {
-			continue
+	for _, dir := range []string{"download (RETR)", "upload (STOR)"} {
+		var role, splice float64
+		for _, r := range d.Rows {
+			if r.Direction != dir || direct[dir] == 0 {
+				continue
+			}
+			switch r.Path {
+			case PathEdge:
+				role = r.Median / direct[dir]
+			case PathEdgeSplice:
+				splice = r.Median / direct[dir]
+			}
 		}
-		switch r.Path {
-		case PathEdge:
-			role = r.Median / direct[r.Direction]
-		case PathEdgeSplice:
-			splice = r.Median / direct[r.Direction]
+		if role > 0 {
+			fmt.Fprintf(b, "\nTarget ≥ 0.9× direct, %s: %s with the role's config (%.2f×), %s with splice (%.2f×).",
+				dir, met(role >= 0.9), role, met(splice >= 0.9), splice)
 		}
 	}
-	if direct["download (RETR)"] > 0 {
-		fmt.Fprintf(b, "\nTarget ≥ 0.9× direct (download): %s with the role's config (%.2f×), %s with splice (%.2f×). "+
-			"Everything here shares one machine's cores, so throughput is bounded by CPU, not by a link: the edge path "+
-			"adds a user-space proxy that copies every byte into and out of HAProxy's buffers, and two forwarding "+
-			"namespaces with NAT. The splice row isolates the proxy's copies: with `option splice-request` and "+
-			"`option splice-response` HAProxy moves the data between the sockets inside the kernel (splice(2)). The fix "+
-			"is those two options in the `defaults` section the role renders (TCP mode; FTPS passes through untouched "+
-			"either way).\n", met(role >= 0.9), role, met(splice >= 0.9), splice)
-	}
+	b.WriteString("\n\nEverything here shares one machine's cores, so throughput is bounded by CPU, not by a link, and " +
+		"varies with the other load on the machine (see the runs). The edge path adds a user-space proxy that copies " +
+		"every byte into and out of HAProxy's buffers, and two forwarding namespaces with NAT. The splice row isolates " +
+		"the proxy's copies: with `option splice-request` and `option splice-response` HAProxy moves the data between " +
+		"the sockets inside the kernel (splice(2)); where it gains, those two options belong in the `defaults` section " +
+		"the role renders (TCP mode; FTPS passes through untouched either way).\n")
 	if d.Sessions > 0 {
 		fmt.Fprintf(b, "\n%d parallel sessions through the edge (role's config; curl EPSV, curl PASV and lftp in turn, from "+
 			"40 client addresses; vsftpd passive range 21100-21199, as 11 ports run out under 50 sessions), each "+
