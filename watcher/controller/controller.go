@@ -362,7 +362,11 @@ func (c *Controller) sync(ctx context.Context) (rep syncReport, err error) {
 			return rep, err
 		}
 	}
-	if _, wait := plan(c.hostNames, c.hosts, hash, c.clock.Now()); wait > 0 {
+	switch due, wait := plan(c.hostNames, c.hosts, hash, c.clock.Now()); {
+	case len(due) > 0:
+		// a retry fell due while this sync ran: a playbook run outlasted a pre-flight backoff
+		c.queue.Add(syncKey)
+	case wait > 0:
 		c.queue.AddAfter(syncKey, wait)
 	}
 	c.log.Info("sync done", "trigger", trigger, "generation", state.Generation, "pushed", len(rep.pushed),

@@ -325,6 +325,33 @@ func TestPreflightFailureIsNotPushedAndRetried(t *testing.T) {
 	}
 }
 
+// slowApplier is a playbook run that takes d of the fake clock.
+type slowApplier struct {
+	*apply.Recorder
+	clk *clocktesting.FakeClock
+	d   time.Duration
+}
+
+func (a slowApplier) Apply(ctx context.Context, req apply.Request) (apply.Result, error) {
+	a.clk.Step(a.d)
+	return a.Recorder.Apply(ctx, req)
+}
+
+// A playbook run to the healthy hosts that outlasts the pre-flight backoff of a dead one must
+// not swallow its retry: the sync asks for the next one at once.
+func TestPreflightRetryDueDuringLongRun(t *testing.T) {
+	r := newRig(t, nil)
+	r.c.opts.Applier = slowApplier{Recorder: r.rec, clk: r.clk, d: 40 * time.Second}
+	r.pre.bad["e3"] = apply.StatusUnreachable
+	if _, err := r.c.sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([][]string{{"e1", "e2"}}, pushes(r.rec)); diff != "" {
+		t.Fatalf("pushes (-want +got):\n%s", diff)
+	}
+	waitLen(t, r.c, 1)
+}
+
 func TestResyncDriftCheck(t *testing.T) {
 	r := newRig(t, nil)
 	ctx := context.Background()
