@@ -250,6 +250,10 @@ func Latency(ctx context.Context, o LatencyOptions) (*LatencyRow, error) {
 	row := &LatencyRow{Edges: o.Edges, Window: windowOf(o.WatcherFlags), Wanted: o.Events}
 	// percentiles of whatever was measured, also when a later event fails
 	defer func() { row.P50, row.P95 = percentile(row.Events, 50), percentile(row.Events, 95) }()
+	// the first push may still be verifying or pruning on some hosts
+	if err := quiet(ctx, e, time.Second); err != nil {
+		return row, err
+	}
 	began := time.Now()
 	before, err := e.watcher.Metrics(ctx)
 	if err != nil {
@@ -271,7 +275,7 @@ func Latency(ctx context.Context, o LatencyOptions) (*LatencyRow, error) {
 		if err := e.setReady(ctx, "n3", ready); err != nil {
 			return row, err
 		}
-		if _, err := e.waitServing(ctx, want, gone, 2*time.Minute); err != nil {
+		if _, err := e.waitServing(ctx, want, gone, 10*time.Minute); err != nil {
 			return row, fmt.Errorf("event %d: %w", ev+1, err)
 		}
 		row.Events = append(row.Events, time.Since(start))
@@ -485,7 +489,7 @@ func Coalescing(ctx context.Context, o CoalescingOptions) (*CoalescingResult, er
 func quiet(ctx context.Context, e *edgeEnv, d time.Duration) error {
 	var last string
 	since := time.Now()
-	return waitFor(ctx, 5*time.Minute, 100*time.Millisecond, "the watcher to go quiet", func() (bool, error) {
+	return waitFor(ctx, 15*time.Minute, 100*time.Millisecond, "the watcher to go quiet", func() (bool, error) {
 		m, err := e.watcher.Metrics(ctx)
 		if err != nil {
 			return false, err
