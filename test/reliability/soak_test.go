@@ -28,11 +28,11 @@ type sample struct {
 // 1 and 2 stay healthy and node 3's data path too (only the API says it flaps), so no transfer
 // may fail. The watcher's goroutines and memory must not grow, and the edge's reloads stay
 // bounded by the coalescing window. `make soak` runs it for 30 minutes (-soak=30m); make test
-// runs 90 seconds of it.
+// runs 60 seconds of it.
 func TestSoak(t *testing.T) {
 	d := *soakFor
 	if d == 0 {
-		d = 90 * time.Second
+		d = 60 * time.Second
 	}
 	e := newEnv(t, d+6*time.Minute)
 	window := 2 * time.Second
