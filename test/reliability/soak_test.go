@@ -126,25 +126,13 @@ func TestSoak(t *testing.T) {
 	wg.Wait()
 	elapsed := time.Since(start)
 
-	procs, err = e.lab.ShowProc(e.ctx, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	reloads := procs.Master.Reloads - reloads0
-	t.Logf("soak %s: %d node flaps, %d Service changes (%d API errors); %d FTP round trips ok, %d failed; "+
-		"edge 1 reloads %d", elapsed.Round(time.Second), flaps.Load(), svcChanges.Load(), churnErrs.Load(),
-		okXfers.Load(), failed.Load(), reloads)
+	t.Logf("soak %s: %d node flaps, %d Service changes (%d API errors); %d FTP round trips ok, %d failed",
+		elapsed.Round(time.Second), flaps.Load(), svcChanges.Load(), churnErrs.Load(), okXfers.Load(), failed.Load())
 	for _, f := range failures[:min(len(failures), 5)] {
 		t.Errorf("failed transfer at %s", f)
 	}
 	if okXfers.Load() == 0 {
 		t.Errorf("no FTP transfer completed")
-	}
-	if limit := int(elapsed/window) + 2; reloads > limit {
-		t.Errorf("edge 1 reloaded %d times in %s: more than one per coalescing window (%d)", reloads, elapsed, limit)
-	}
-	if reloads == 0 {
-		t.Errorf("edge 1 never reloaded: the churn did not reach it")
 	}
 
 	if len(samples) < 4 {
@@ -180,6 +168,21 @@ func TestSoak(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.waitConverged(90*time.Second, "every edge after the churn")
+
+	// reloads from the start of the churn until it settled: a playbook run can outlast a
+	// short soak, so they are counted once the last change is served
+	procs, err = e.lab.ShowProc(e.ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reloads, total := procs.Master.Reloads-reloads0, time.Since(start)
+	t.Logf("edge 1 reloads in %s (churn and settling): %d, coalescing window %s", total.Round(time.Second), reloads, window)
+	if limit := int(total/window) + 2; reloads > limit {
+		t.Errorf("edge 1 reloaded %d times in %s: more than one per coalescing window (%d)", reloads, total, limit)
+	}
+	if reloads == 0 {
+		t.Errorf("edge 1 never reloaded: the churn did not reach it")
+	}
 }
 
 // annotate sets one annotation of a Service in the test's namespace.
