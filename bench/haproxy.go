@@ -5,8 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/kubeftp/kubeftp-edge/lab"
 )
 
 // Sandbox is a network namespace created for one measurement, so that an HAProxy binding
@@ -255,30 +255,10 @@ func processRSS(pid int) (int64, error) {
 	return 0, fmt.Errorf("no VmRSS for %d", pid)
 }
 
+// socketCommand waits up to 30 s: a master re-executing a per-port config of half a million
+// servers takes that long to answer.
 func socketCommand(ctx context.Context, path, command string) (string, error) {
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "unix", path)
-	if err != nil {
-		return "", fmt.Errorf("HAProxy socket %s: %w", path, err)
-	}
-	defer conn.Close()
-	deadline := time.Now().Add(30 * time.Second)
-	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
-	}
-	_ = conn.SetDeadline(deadline)
-	if _, err := io.WriteString(conn, command+"\n"); err != nil {
-		return "", fmt.Errorf("HAProxy socket %s: %s: %w", path, command, err)
-	}
-	// without "prompt" HAProxy answers once the request side is closed, then hangs up
-	if uc, ok := conn.(*net.UnixConn); ok {
-		if err := uc.CloseWrite(); err != nil {
-			return "", fmt.Errorf("HAProxy socket %s: %s: %w", path, command, err)
-		}
-	}
-	out, err := io.ReadAll(conn)
-	if err != nil {
-		return "", fmt.Errorf("HAProxy socket %s: %s: %w", path, command, err)
-	}
-	return string(out), nil
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	return lab.SocketCommand(ctx, path, command)
 }

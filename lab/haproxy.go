@@ -41,12 +41,12 @@ func (p Procs) CurrentWorker() (Proc, bool) {
 
 // MasterCLI sends one command to edge i's HAProxy master socket and returns the answer.
 func (l *Lab) MasterCLI(ctx context.Context, i int, command string) (string, error) {
-	return socketCommand(ctx, l.EdgeMasterSocket(i), command)
+	return SocketCommand(ctx, l.EdgeMasterSocket(i), command)
 }
 
 // StatsCLI sends one command to edge i's HAProxy stats socket and returns the answer.
 func (l *Lab) StatsCLI(ctx context.Context, i int, command string) (string, error) {
-	return socketCommand(ctx, l.EdgeStatsSocket(i), command)
+	return SocketCommand(ctx, l.EdgeStatsSocket(i), command)
 }
 
 // ShowProc reads and parses "show proc" of edge i's master.
@@ -161,7 +161,9 @@ func (l *Lab) Reload(ctx context.Context, i int) error {
 	return err
 }
 
-func socketCommand(ctx context.Context, path, command string) (string, error) {
+// SocketCommand sends one command to an HAProxy stats or master CLI socket and returns the
+// answer; it waits until ctx's deadline, or 5 s when ctx has none.
+func SocketCommand(ctx context.Context, path, command string) (string, error) {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "unix", path)
 	if err != nil {
