@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -270,6 +271,9 @@ func CheckSession(ctx context.Context, s *lab.Session, path string) error {
 	return nil
 }
 
+// ErrNoStickEntry: the edge's stick table holds no entry for the client address.
+var ErrNoStickEntry = errors.New("no stick entry")
+
 // StickNode is the node the edge's stick table pins client address src to, for Service
 // source ("namespace/name"): where that client's control and data connections go.
 func (e *Env) StickNode(ctx context.Context, source string, src netip.Addr) (string, error) {
@@ -298,7 +302,7 @@ func (e *Env) StickNode(ctx context.Context, source string, src netip.Addr) (str
 		}
 	}
 	if id == "" {
-		return "", fmt.Errorf("no stick entry for %s in %s:\n%s", src, backend, table)
+		return "", fmt.Errorf("%w for %s in %s:\n%s", ErrNoStickEntry, src, backend, table)
 	}
 	// "show servers state": be_id be_name srv_id srv_name ...
 	servers, err := e.Lab.StatsCLI(ctx, edge, "show servers state "+backend)

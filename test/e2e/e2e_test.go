@@ -7,6 +7,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"net/netip"
@@ -322,8 +323,17 @@ func TestEndToEnd(t *testing.T) {
 			t.Errorf("%d reloads while the session was open, want at least %d (one per change)", got, changes)
 		}
 		sessionOK(t, "end")
-		if n, err := env.StickNode(ctx, ftp, env.Lab.ClientAddrs()[sessSrc]); err != nil || n != sessNode {
-			t.Errorf("the session's stick entry moved: %q (%v), want %s", n, err, sessNode)
+		// The transfers on the session prove its data connections still reach its node: vsftpd
+		// refuses (425) a data connection from another node's address. The stick entry must
+		// not point elsewhere; it may be gone after several reloads in a row, when the
+		// consistent-hash ring (same server ids in both backends) keeps the node by itself.
+		switch n, err := env.StickNode(ctx, ftp, env.Lab.ClientAddrs()[sessSrc]); {
+		case errors.Is(err, scenario.ErrNoStickEntry):
+			t.Logf("the session's stick entry is gone after %d reloads; its transfers kept reaching %s through the hash ring", got, sessNode)
+		case err != nil:
+			t.Error(err)
+		case n != sessNode:
+			t.Errorf("the session's stick entry moved to %s, want %s", n, sessNode)
 		}
 		t.Logf("one session, %d reloads, every transfer on it fine", got)
 	})
