@@ -57,7 +57,8 @@ soak: deps build
 # for a look around until Ctrl-C or `make demo-down`; DEMO_HOLD=false tears down right after the
 # summary. A second `make demo` stops the first one before it starts.
 DEMO_HOLD ?= true
-demo: deps build
+demo: build
+	@tools/install-deps.sh demo
 	$(GO) build -trimpath -o bin/kubeftp-demo ./demo
 	@bin/kubeftp-demo up --watcher bin/kubeftp-edge --hold=$(DEMO_HOLD)
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the tests and the demo need, idempotently: Debian packages, then the
 # binaries built from the Go module proxy (cached under .cache/, git-ignored).
+# Usage: install-deps.sh [all|demo]   (demo: without helm, which only the tests use)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 
@@ -24,4 +25,7 @@ for svc in haproxy vsftpd ssh; do
 done
 
 "$root/tools/build-control-plane.sh"
-"$root/tools/build-helm.sh"
+# helm is for the chart's tests only: `install-deps.sh demo` leaves it out.
+if [ "${1:-all}" != demo ]; then
+  "$root/tools/build-helm.sh"
+fi
