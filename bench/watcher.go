@@ -1,13 +1,11 @@
 package bench
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"strconv"
@@ -23,6 +21,8 @@ import (
 
 	"github.com/kubeftp/kubeftp-edge/lab/kube"
 	"github.com/kubeftp/kubeftp-edge/watcher/source"
+
+	"github.com/kubeftp/kubeftp-edge/lab"
 )
 
 // stateNamespace holds the watcher's state ConfigMap and Events of the benchmarks.
@@ -251,37 +251,8 @@ func (w *Watcher) Stop() {
 
 // Metrics reads the watcher's /metrics as series → value ("name{labels}" as exposed).
 func (w *Watcher) Metrics(ctx context.Context) (Series, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+w.metrics+"/metrics", nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("/metrics: %s", resp.Status)
-	}
-	s := Series{}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		if i < 0 {
-			continue
-		}
-		v, err := strconv.ParseFloat(line[i+1:], 64)
-		if err != nil {
-			continue
-		}
-		s[line[:i]] = v
-	}
-	return s, sc.Err()
+	s, err := lab.ScrapeMetrics(ctx, w.metrics)
+	return Series(s), err
 }
 
 // Series are metric samples by "name{labels}".

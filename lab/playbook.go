@@ -2,7 +2,6 @@ package lab
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -11,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/kubeftp/kubeftp-edge/watcher/apply"
 )
 
 // PlaybookOptions say how to run the project's playbook against the lab's edge hosts.
@@ -26,21 +27,7 @@ type PlaybookOptions struct {
 }
 
 // HostResult is what the callback plugin kubeftp_result reports for one host.
-type HostResult struct {
-	OK            int    `json:"ok"`
-	Changed       int    `json:"changed"`
-	Failures      int    `json:"failures"`
-	Unreachable   int    `json:"unreachable"`
-	Skipped       int    `json:"skipped"`
-	Rescued       int    `json:"rescued"`
-	ConfigChanged bool   `json:"config_changed"`
-	Reloaded      bool   `json:"reloaded"`
-	RolledBack    bool   `json:"rolled_back"`
-	Msg           string `json:"msg"`
-}
-
-// Failed is true when the host had a failed or unreachable task, or was rolled back.
-func (h HostResult) Failed() bool { return h.Failures > 0 || h.Unreachable > 0 || h.RolledBack }
+type HostResult = apply.CallbackHost
 
 // PlaybookRun is the outcome of one ansible-playbook run.
 type PlaybookRun struct {
@@ -109,20 +96,14 @@ func (l *Lab) RunPlaybook(ctx context.Context, opts PlaybookOptions) (*PlaybookR
 		return run, fmt.Errorf("running ansible-playbook: %w", err)
 	}
 	l.log.Debug("ansible-playbook", "rc", run.ExitCode, "took", run.Duration)
-	data, err := os.ReadFile(resultFile)
+	hosts, err := apply.ReadCallbackResults(resultFile)
 	if err != nil {
-		return run, fmt.Errorf("ansible-playbook exited %d and wrote no results: %w\n%s", run.ExitCode, err, run.Output)
+		return run, fmt.Errorf("ansible-playbook exited %d, results: %w\n%s", run.ExitCode, err, run.Output)
 	}
-	var rf struct {
-		Hosts map[string]HostResult `json:"hosts"`
-	}
-	if err := json.Unmarshal(data, &rf); err != nil {
-		return run, fmt.Errorf("results of ansible-playbook: %w", err)
-	}
-	if len(rf.Hosts) == 0 {
+	if len(hosts) == 0 {
 		return run, fmt.Errorf("ansible-playbook exited %d with no host in its results\n%s", run.ExitCode, run.Output)
 	}
-	run.Hosts = rf.Hosts
+	run.Hosts = hosts
 	return run, nil
 }
 

@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/kubeftp/kubeftp-edge/watcher/apply"
 )
 
 // localEdge is a real master-worker HAProxy on a loopback address of its own, managed by the
@@ -173,7 +175,7 @@ func (e *localEdge) showWorkers() ([]string, error) {
 }
 
 // apply runs site.yml against the local edge and returns the host's result.
-func (e *localEdge) apply(t *testing.T, vars map[string]any, extra ...string) (hostResult, string) {
+func (e *localEdge) apply(t *testing.T, vars map[string]any, extra ...string) (apply.CallbackHost, string) {
 	t.Helper()
 	repo := root(t)
 	dir := t.TempDir()
@@ -193,19 +195,13 @@ func (e *localEdge) apply(t *testing.T, vars map[string]any, extra ...string) (h
 	start := time.Now()
 	out, _ := cmd.CombinedOutput()
 	t.Logf("site.yml run took %v", time.Since(start).Round(10*time.Millisecond))
-	raw, err := os.ReadFile(resultFile)
+	hosts, err := apply.ReadCallbackResults(resultFile)
 	if err != nil {
-		t.Fatalf("no result file: %v\n%s", err, out)
+		t.Fatalf("the kubeftp_result callback's results: %v\n%s", err, out)
 	}
-	var doc struct {
-		Hosts map[string]hostResult `json:"hosts"`
-	}
-	if err := json.Unmarshal(raw, &doc); err != nil {
-		t.Fatalf("parsing result file: %v\n%s", err, raw)
-	}
-	r, ok := doc.Hosts["e1"]
+	r, ok := hosts["e1"]
 	if !ok {
-		t.Fatalf("no result for e1 in %s\n%s", raw, out)
+		t.Fatalf("no result for e1 in %v\n%s", hosts, out)
 	}
 	return r, string(out)
 }

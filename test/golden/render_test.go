@@ -16,6 +16,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"gopkg.in/yaml.v3"
+
+	"github.com/kubeftp/kubeftp-edge/watcher/apply"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden from the role's output")
@@ -52,24 +54,10 @@ func need(t *testing.T, tools ...string) {
 	}
 }
 
-// hostResult is one host's entry of the JSON the kubeftp_result callback writes.
-type hostResult struct {
-	OK            int    `json:"ok"`
-	Changed       int    `json:"changed"`
-	Failures      int    `json:"failures"`
-	Unreachable   int    `json:"unreachable"`
-	Skipped       int    `json:"skipped"`
-	Rescued       int    `json:"rescued"`
-	ConfigChanged bool   `json:"config_changed"`
-	Reloaded      bool   `json:"reloaded"`
-	RolledBack    bool   `json:"rolled_back"`
-	Msg           string `json:"msg"`
-}
-
 type rendered struct {
 	cfg    []byte // nil when the role wrote nothing
 	output string // ansible-playbook's stdout and stderr, for failure reports
-	result hostResult
+	result apply.CallbackHost
 	err    error // non-nil when ansible-playbook failed
 }
 
@@ -101,19 +89,13 @@ func render(t *testing.T, varsFiles ...string) rendered {
 	out, err := cmd.CombinedOutput()
 	r := rendered{output: string(out), err: err}
 
-	raw, rerr := os.ReadFile(resultFile)
+	hosts, rerr := apply.ReadCallbackResults(resultFile)
 	if rerr != nil {
-		t.Fatalf("the kubeftp_result callback wrote no result file: %v\n%s", rerr, out)
+		t.Fatalf("the kubeftp_result callback's results: %v\n%s", rerr, out)
 	}
-	var doc struct {
-		Hosts map[string]hostResult `json:"hosts"`
-	}
-	if err := json.Unmarshal(raw, &doc); err != nil {
-		t.Fatalf("parsing result file: %v\n%s", err, raw)
-	}
-	h, ok := doc.Hosts["localhost"]
-	if !ok || len(doc.Hosts) != 1 {
-		t.Fatalf("result file should hold exactly host localhost, got %s", raw)
+	h, ok := hosts["localhost"]
+	if !ok || len(hosts) != 1 {
+		t.Fatalf("results should hold exactly host localhost, got %v", hosts)
 	}
 	r.result = h
 

@@ -294,45 +294,59 @@ func (r *Runner) Apply(ctx context.Context, req Request) (Result, error) {
 	return res, nil
 }
 
-// resultFile is what the callback plugin ansible/plugins/callback/kubeftp_result.py writes.
-type resultFile struct {
-	Hosts map[string]struct {
-		OK            int    `json:"ok"`
-		Changed       int    `json:"changed"`
-		Failures      int    `json:"failures"`
-		Unreachable   int    `json:"unreachable"`
-		Skipped       int    `json:"skipped"`
-		Rescued       int    `json:"rescued"`
-		ConfigChanged bool   `json:"config_changed"`
-		Reloaded      bool   `json:"reloaded"`
-		RolledBack    bool   `json:"rolled_back"`
-		Msg           string `json:"msg"`
-	} `json:"hosts"`
+// CallbackHost is one host's entry in the JSON file the callback plugin
+// ansible/plugins/callback/kubeftp_result.py writes to $KUBEFTP_RESULT_FILE.
+type CallbackHost struct {
+	OK            int    `json:"ok"`
+	Changed       int    `json:"changed"`
+	Failures      int    `json:"failures"`
+	Unreachable   int    `json:"unreachable"`
+	Skipped       int    `json:"skipped"`
+	Rescued       int    `json:"rescued"`
+	ConfigChanged bool   `json:"config_changed"`
+	Reloaded      bool   `json:"reloaded"`
+	RolledBack    bool   `json:"rolled_back"`
+	Msg           string `json:"msg"`
+}
+
+// Failed reports whether the play failed on the host: a failed task, an unreachable host, or
+// a rollback (which the role follows with a failure of its own).
+func (h CallbackHost) Failed() bool { return h.Failures > 0 || h.Unreachable > 0 || h.RolledBack }
+
+// ReadCallbackResults reads the callback plugin's file: host name -> result.
+func ReadCallbackResults(path string) (map[string]CallbackHost, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var rf struct {
+		Hosts map[string]CallbackHost `json:"hosts"`
+	}
+	if err := json.Unmarshal(data, &rf); err != nil {
+		return nil, fmt.Errorf("results file is not valid JSON: %w", err)
+	}
+	return rf.Hosts, nil
 }
 
 // readResults turns the callback plugin's file into a Result. No file or no host in it means
 // nothing ran. A host asked for in limit but absent from the file did not run the play: it is
 // reported as failed rather than silently counted as done.
 func readResults(path string, limit []string) (Result, error) {
-	data, err := os.ReadFile(path)
+	hosts, err := ReadCallbackResults(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return Result{}, errors.New("no results written: nothing ran")
 	}
 	if err != nil {
 		return Result{}, fmt.Errorf("reading results: %w", err)
 	}
-	var rf resultFile
-	if err := json.Unmarshal(data, &rf); err != nil {
-		return Result{}, fmt.Errorf("results file is not valid JSON: %w", err)
-	}
-	if len(rf.Hosts) == 0 {
+	if len(hosts) == 0 {
 		return Result{}, errors.New("no host in the results: nothing ran (inventory empty, or the limit matched no host?)")
 	}
-	res := Result{Hosts: make(map[string]HostResult, len(rf.Hosts))}
-	for name, h := range rf.Hosts {
+	res := Result{Hosts: make(map[string]HostResult, len(hosts))}
+	for name, h := range hosts {
 		res.Hosts[name] = HostResult{
 			Host:        name,
-			OK:          h.Failures == 0 && h.Unreachable == 0 && !h.RolledBack,
+			OK:          !h.Failed(),
 			Changed:     h.ConfigChanged,
 			Reloaded:    h.Reloaded,
 			RolledBack:  h.RolledBack,
