@@ -19,6 +19,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -161,6 +162,7 @@ func watch(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	opts.ReservedPorts = withInventoryPorts(opts.ReservedPorts, inv)
 	client, err := kubeClient(cfg)
 	if err != nil {
 		return err
@@ -369,4 +371,16 @@ func tail(s string, n int) string {
 		return "…" + s[len(s)-n:]
 	}
 	return s
+}
+
+// withInventoryPorts adds every edge host's SSH port (ansible_port) to the reserved ports: a
+// Service listening there would take the port Ansible needs to reach the edge.
+func withInventoryPorts(reserved []int, inv *apply.Inventory) []int {
+	out := slices.Clone(reserved)
+	for _, h := range inv.Hosts {
+		if !slices.Contains(out, h.Port) {
+			out = append(out, h.Port)
+		}
+	}
+	return out
 }

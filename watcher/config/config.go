@@ -88,7 +88,7 @@ func Parse(cmd Command, args []string, getenv func(string) string, stderr io.Wri
 	fs.StringVar(&c.DefaultEdgeGroup, "default-edge-group", "all", "inventory group serving Services without kubeftp.io/edge-group")
 	fs.StringVar(&c.NodeSelector, "node-selector", "", "label selector of the nodes that may carry traffic")
 	fs.StringVar(&c.NodeAddressType, "node-address-type", string(corev1.NodeInternalIP), "node address HAProxy connects to: InternalIP or ExternalIP")
-	reserved := fs.String("reserved-ports", "22,10000", "edge ports no Service may claim (the first non-SSH one is also the peers port)")
+	reserved := fs.String("reserved-ports", "22,10000", "edge ports no Service may claim (the HAProxy peers and stats ports; 22 and each inventory host's ansible_port are always reserved)")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "text or json")
 	fs.StringVar(&c.WorkDir, "work-dir", os.TempDir(), "writable directory for the playbook, Ansible's home and temp files")
