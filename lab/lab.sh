@@ -458,7 +458,9 @@ vsftpd_conf() {
   getent passwd ftp >/dev/null || die "user 'ftp' missing (the Debian vsftpd package creates it)"
   chown root:root "$DIR/ftproot"
   chmod 755 "$DIR/ftproot"  # vsftpd refuses a writable chroot
-  chown ftp:ftp "$DIR/ftproot/pub"
+  # -R: files an earlier run left behind may belong to another uid (the ftp user is
+  # re-created when vsftpd is reinstalled) and would refuse the overwrite (553)
+  chown -R ftp:ftp "$DIR/ftproot/pub"
   chmod 755 "$DIR/ftproot/pub"
   [ -f "$DIR/ftps.pem" ] || openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=ftp.$P.lab" \
     -keyout "$DIR/ftps.key" -out "$DIR/ftps.pem" 2>/dev/null
