@@ -98,7 +98,7 @@ func Parse(cmd Command, args []string, getenv func(string) string, stderr io.Wri
 		fs.StringVar(&c.Inventory, "inventory", "", "Ansible inventory (YAML) of the edge hosts")
 		fs.StringVar(&c.SSHKey, "ssh-key", "", "private key for SSH to the edge hosts")
 		fs.StringVar(&c.KnownHosts, "known-hosts", "", "known_hosts file pinning the edge hosts' keys")
-		fs.DurationVar(&c.CoalesceWindow, "coalesce-window", 2*time.Second, "events within this window after the first one make one sync")
+		fs.DurationVar(&c.CoalesceWindow, "coalesce-window", 2*time.Second, "at most one sync starts per window; events in it join the next (the first after a quiet window waits 200ms)")
 		fs.DurationVar(&c.ResyncPeriod, "resync-period", 10*time.Minute, "full recompute and drift check this often")
 		fs.DurationVar(&c.RetryMaxBackoff, "retry-max-backoff", 5*time.Minute, "cap of the per-host retry backoff")
 		fs.BoolVar(&c.Once, "once", false, "sync once, then exit (non-zero if a host failed)")

@@ -107,6 +107,7 @@ type Controller struct {
 	lastHash   string
 
 	resyncDue atomic.Bool
+	lastStart atomic.Int64 // UnixNano of the last sync's start; see Enqueue
 	leading   atomic.Bool
 	attempted atomic.Bool // a sync ran since this replica started leading
 }
@@ -163,17 +164,32 @@ func New(opts Options) (*Controller, error) {
 // Metrics returns the controller's metrics.
 func (c *Controller) Metrics() *Metrics { return c.metrics }
 
-// Enqueue asks for a sync. The first call starts the coalescing window; every call within it
-// joins the same sync. It only schedules: safe from informer handlers.
+// settleDelay is how long the first event after a quiet period waits before its sync, so that
+// the rest of a small burst (a node's status and its EndpointSlices) lands in the same sync.
+const settleDelay = 200 * time.Millisecond
+
+// Enqueue asks for a sync. After a quiet period the sync starts settleDelay later; while a sync
+// runs or the window of the last one is open, events join one sync that starts when the window
+// closes: at most one sync starts per CoalesceWindow, however long a burst lasts. It only
+// schedules: safe from informer handlers.
 func (c *Controller) Enqueue() {
 	if c.opts.CoalesceWindow <= 0 {
 		c.queue.Add(syncKey)
 		return
 	}
-	// The delaying queue keeps the earliest ready time of a waiting key, so later calls
-	// within the window do not push the sync further out.
-	c.queue.AddAfter(syncKey, c.opts.CoalesceWindow)
+	delay := min(settleDelay, c.opts.CoalesceWindow)
+	if last := c.lastStart.Load(); last != 0 {
+		if open := time.Unix(0, last).Add(c.opts.CoalesceWindow).Sub(c.clock.Now()); open > delay {
+			delay = open
+		}
+	}
+	// The delaying queue keeps the earliest ready time of a waiting key, so later calls do
+	// not push a scheduled sync further out.
+	c.queue.AddAfter(syncKey, delay)
 }
+
+// syncStarting opens the coalescing window of the sync that starts now.
+func (c *Controller) syncStarting() { c.lastStart.Store(c.clock.Now().UnixNano()) }
 
 // Ready reports whether the caches are synced and, on the replica that pushes, the first
 // sync was attempted.
@@ -276,6 +292,7 @@ func (c *Controller) processNext(ctx context.Context) bool {
 	if ctx.Err() != nil {
 		return false
 	}
+	c.syncStarting()
 	_, err := c.sync(ctx)
 	c.attempted.Store(true)
 	if err != nil {

@@ -161,29 +161,50 @@ func TestCoalescingWindow(t *testing.T) {
 	r := newRig(t, nil)
 	c := r.c
 
-	// a burst: first event opens the window, the others join it
+	// quiet so far: the first event syncs after the settle delay, the burst's next ones join it
 	c.Enqueue()
-	r.clk.Step(500 * time.Millisecond)
+	r.clk.Step(100 * time.Millisecond)
 	c.Enqueue()
-	r.clk.Step(1400 * time.Millisecond)
+	stayLen(t, c, 0)
+	r.clk.Step(100 * time.Millisecond) // settleDelay after the first event
+	waitLen(t, c, 1)
+
+	// the sync starts and opens the window; the rest of the burst, during the sync and after
+	// it, makes exactly one more sync, when the window closes
+	key, _ := c.queue.Get()
+	c.syncStarting()
+	c.Enqueue()
+	r.clk.Step(1500 * time.Millisecond)
+	c.queue.Done(key)
 	for range 100 {
 		c.Enqueue()
 	}
 	stayLen(t, c, 0)
-	r.clk.Step(100 * time.Millisecond) // 2s after the first event
+	r.clk.Step(499 * time.Millisecond)
+	stayLen(t, c, 0)
+	r.clk.Step(time.Millisecond) // 2s after the first sync started
 	waitLen(t, c, 1)
+	key, _ = c.queue.Get()
+	c.syncStarting()
 
-	// the sync starts; events during it make exactly one more sync, after the window
-	key, _ := c.queue.Get()
+	// events while that sync runs are held back, not doubled: one sync after it
 	c.Enqueue()
 	c.Enqueue()
-	r.clk.Step(2 * time.Second)
-	stayLen(t, c, 0) // still processing: the key is held back, not doubled
+	r.clk.Step(3 * time.Second) // a run longer than the window
+	stayLen(t, c, 0)
 	c.queue.Done(key)
 	waitLen(t, c, 1)
 	key, _ = c.queue.Get()
+	c.syncStarting()
 	c.queue.Done(key)
 	stayLen(t, c, 0)
+
+	// quiet for longer than the window: the next event syncs after the settle delay again
+	r.clk.Step(5 * time.Second)
+	c.Enqueue()
+	stayLen(t, c, 0)
+	r.clk.Step(settleDelay)
+	waitLen(t, c, 1)
 }
 
 func TestCoalescingWindowZeroSyncsAtOnce(t *testing.T) {
