@@ -489,6 +489,9 @@ connect_from_port_20=NO
 port_enable=NO
 xferlog_enable=YES
 vsftpd_log_file=$LOG/vsftpd-xfer.log
+# every command and reply with its session's [pid N] and the client address (the node that
+# forwarded it): a failed transfer can be traced to its node
+log_ftp_protocol=YES
 secure_chroot_dir=/var/run/vsftpd/empty
 max_per_ip=0
 idle_session_timeout=900
