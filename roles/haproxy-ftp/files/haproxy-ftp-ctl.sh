@@ -1,12 +1,18 @@
 #!/bin/sh
-# Reload and verification steps of the haproxy-ftp role, run on the edge host through
-# ansible.builtin.script. Needs ss (iproute2), and socat for the socket commands. On success
-# prints one line of key=value pairs; on failure prints the reason on stderr and exits 1.
+# Reload, verification and bookkeeping steps of the haproxy-ftp role, run on the edge host as
+# `sh -s -- COMMAND ARGS` with this file on stdin (ansible.builtin.command: one pipelined
+# module call, where ansible.builtin.script would copy the file over first). Needs ss
+# (iproute2), and socat for the socket commands. On success prints one line of key=value
+# pairs; on failure prints the reason on stderr and exits 1.
 #
 #   haproxy-ftp-ctl.sh master-reload  MASTER_SOCKET TIMEOUT  reload through the master CLI
 #   haproxy-ftp-ctl.sh info-pid       STATS_SOCKET           pid of the serving process
 #   haproxy-ftp-ctl.sh wait-new-pid   STATS_SOCKET OLD_PID TIMEOUT
 #   haproxy-ftp-ctl.sh wait-listening CONFIG TIMEOUT         every bind of CONFIG listens
+#   haproxy-ftp-ctl.sh in-service     CONFIG MARK SUM OWNER GROUP KEEP
+#       record SUM (the sha1 of CONFIG now serving) in MARK, and remove the backups of CONFIG
+#       (CONFIG.<pid>.<date>@<time>~, as ansible.builtin.template names them) beyond the KEEP
+#       newest
 set -eu
 
 fail() { echo "$*" >&2; exit 1; }
@@ -114,11 +120,28 @@ wait_listening() {
   fail "not listening ${timeout}s after the reload: $(echo "$m" | head -n 10 | tr '\n' ' ')($(echo "$m" | wc -l) missing)"
 }
 
+in_service() {
+  cfg=$1 mark=$2 sum=$3 owner=$4 group=$5 keep=$6
+  dir=$(dirname "$cfg") base=$(basename "$cfg")
+  tmp="$mark.tmp.$$"
+  printf '%s\n' "$sum" >"$tmp" && chown "$owner:$group" "$tmp" && chmod 0644 "$tmp" && mv -f "$tmp" "$mark" ||
+    { rm -f "$tmp"; fail "cannot record the configuration in service in $mark"; }
+  # The role's path checks allow only [A-Za-z0-9_./@+-] in CONFIG: "." and "+" need escaping.
+  re="^$(printf '%s' "$base" | sed 's/[.+]/\\&/g')\.[0-9]+\.[0-9-]+@[0-9:]+~\$"
+  removed=0
+  for old in $(ls -1t "$dir" | grep -E "$re" | tail -n +$((keep + 1))); do
+    rm -f "$dir/$old" || fail "cannot remove the old backup $dir/$old"
+    removed=$((removed + 1))
+  done
+  echo "in_service=$sum backups_removed=$removed"
+}
+
 need() { command -v "$1" >/dev/null 2>&1 || fail "$1 is required on the edge host ($2)"; }
 case ${1:-} in
   master-reload) need socat "socat package"; master_reload "$2" "$3" ;;
   info-pid) need socat "socat package"; info_pid "$2" ;;
   wait-new-pid) need socat "socat package"; wait_new_pid "$2" "$3" "$4" ;;
   wait-listening) need ss "iproute2 package"; wait_listening "$2" "$3" ;;
-  *) fail "usage: $0 master-reload|info-pid|wait-new-pid|wait-listening ..." ;;
+  in-service) in_service "$2" "$3" "$4" "$5" "$6" "$7" ;;
+  *) fail "usage: haproxy-ftp-ctl.sh master-reload|info-pid|wait-new-pid|wait-listening|in-service ..." ;;
 esac
