@@ -26,6 +26,37 @@ current_workers() {
   printf '%s\n' "$1" | awk '/^# /{ section = $2 } section == "workers" && $2 == "worker" { print $1 }'
 }
 
+# Stick tables survive a reload only through the local peer: the new worker asks the old one
+# for a full resync. A worker that has not finished its own resync cannot teach the next one,
+# so a second reload within that time loses every entry (and the data connections of sessions
+# opened before it go by the hash alone). A section's resync is over once bit 0x2 of its
+# flags is set ("show peers": 0x1103 after a teach, 0x33 after the resync timeout, 5 s after
+# a fresh start).
+peers_synced() {
+  printf '%s\n' "$1" | awk '
+    /^0x[0-9a-f]+: / && / flags=0x/ { n++; f = $0; sub(/.* flags=0x/, "", f); sub(/ .*/, "", f)
+      v = 0; for (i = 1; i <= length(f); i++) v = v * 16 + index("0123456789abcdef", substr(f, i, 1)) - 1
+      if (int(v / 2) % 2 == 0) bad++ }
+    END { exit bad > 0 }'
+}
+
+# wait_peers SOCKET PREFIX TIMEOUT: waits for the peers resync of the worker PREFIX addresses
+# ("@1 " through the master socket, "" on a stats socket). Prints the time it waited, or
+# "peers_timeout" when the resync did not finish in time (entries may be lost; not fatal).
+wait_peers() {
+  sock=$1 prefix=$2 timeout=$3 i=0
+  while [ "$i" -lt $((timeout * 20)) ]; do
+    out=$(cli "$sock" "${prefix}show peers") || out=""
+    if [ -n "$out" ] && peers_synced "$out"; then
+      echo "peers_synced_after_ms=$((i * 50))"
+      return 0
+    fi
+    sleep 0.05
+    i=$((i + 1))
+  done
+  echo "peers_timeout=${timeout}s"
+}
+
 master_reload() {
   sock=$1 timeout=$2
   before=$(cli "$sock" "show proc") ||
@@ -33,6 +64,8 @@ master_reload() {
   f0=$(failed_count "$before")
   [ -n "$f0" ] || fail "unexpected answer to 'show proc' on $sock"
   w0=" $(current_workers "$before" | tr '\n' ' ')"
+  # the serving worker must be able to teach its stick tables to the new one
+  pre=$(wait_peers "$sock" "@1 " 6)
   # 2.6 answers nothing to "reload" and re-executes the master: poll for the outcome.
   cli "$sock" reload >/dev/null || true
   new="" i=0
@@ -56,7 +89,9 @@ master_reload() {
   # (The failed counter is no witness any more: a successful reload resets it to 0.)
   out=$(cli "$sock" "show proc") || fail "the HAProxy master stopped answering after the reload"
   current_workers "$out" | grep -qx "$new" || fail "the new HAProxy worker $new exited right after the reload"
-  echo "new_worker=$new old_workers=$(echo $w0 | tr ' ' ',')"
+  # and the new one has learnt them before the run ends: the next reload may follow at once
+  post=$(wait_peers "$sock" "@1 " 6)
+  echo "new_worker=$new old_workers=$(echo $w0 | tr ' ' ',') before_reload_$pre after_reload_$post"
 }
 
 info_pid() {
@@ -68,7 +103,7 @@ wait_new_pid() {
   while [ "$i" -lt $((timeout * 10)) ]; do
     pid=$(info_pid "$sock" || true)
     if [ -n "$pid" ] && [ "$pid" != "$old" ]; then
-      echo "new_pid=$pid old_pid=$old"
+      echo "new_pid=$pid old_pid=$old $(wait_peers "$sock" "" 6)"
       return 0
     fi
     sleep 0.1
