@@ -66,6 +66,12 @@ func TestSoak(t *testing.T) {
 
 	// churn
 	var flaps, svcChanges, churnErrs atomic.Int64
+	var firstChurnErr error // only the churn goroutine writes it; read after wg.Wait
+	churnErr := func(err error) {
+		if churnErrs.Add(1) == 1 {
+			firstChurnErr = err
+		}
+	}
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -78,14 +84,14 @@ func TestSoak(t *testing.T) {
 			case <-tick.C:
 			}
 			if err := e.setReady(ctx, flapped, i%2 == 0); err != nil && ctx.Err() == nil {
-				churnErrs.Add(1)
+				churnErr(fmt.Errorf("node %d Ready=%t: %w", flapped, i%2 == 0, err))
 			} else {
 				flaps.Add(1)
 			}
 			if i%4 == 0 {
 				err := e.annotate(ctx, "ftp", desired.AnnotationTimeoutClient, fmt.Sprintf("%dm", 30+i%2))
 				if err != nil && ctx.Err() == nil {
-					churnErrs.Add(1)
+					churnErr(fmt.Errorf("annotating the Service: %w", err))
 				} else {
 					svcChanges.Add(1)
 				}
@@ -151,6 +157,9 @@ func TestSoak(t *testing.T) {
 
 	t.Logf("soak %s: %d node flaps, %d Service changes (%d API errors); %d FTP round trips ok, %d failed",
 		elapsed.Round(time.Second), flaps.Load(), svcChanges.Load(), churnErrs.Load(), okXfers.Load(), failed.Load())
+	if firstChurnErr != nil {
+		t.Logf("first of %d API errors of the churn: %v", churnErrs.Load(), firstChurnErr)
+	}
 	if okXfers.Load() == 0 {
 		t.Errorf("no FTP transfer completed")
 	}

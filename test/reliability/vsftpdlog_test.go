@@ -63,45 +63,74 @@ func ftpSessions(log string) []*ftpSession {
 	return all
 }
 
-// fileOf is the base name of the file a line names: the argument of an FTP command or the
-// path of an OK/FAIL UPLOAD/DOWNLOAD line; "" when none. ok reports an OK transfer line.
-func fileOf(line string) (file string, transfer, ok bool) {
+// lineKind is what a protocol log line does with the file it names.
+type lineKind int
+
+const (
+	lineOther    lineKind = iota // names no file, or names it in another command (SIZE, MDTM, ...)
+	lineTransfer                 // STOR, RETR, APPE or STOU: a transfer starts
+	lineOK                       // OK UPLOAD or OK DOWNLOAD: vsftpd moved the whole file
+	lineFail                     // FAIL UPLOAD or FAIL DOWNLOAD
+)
+
+// fileOf is the base name of the file a line names (the last argument of an FTP command, the
+// path of an UPLOAD/DOWNLOAD line; "" when none) and what the line does with it.
+func fileOf(line string) (string, lineKind) {
 	m := vsftpdLineRE.FindStringSubmatch(line)
 	if m == nil {
-		return "", false, false
+		return "", lineOther
 	}
 	kind, arg := m[2], m[4]
 	switch {
 	case kind == "FTP command":
-		_, p, found := strings.Cut(arg, " ")
+		verb, p, found := strings.Cut(arg, " ")
 		if !found {
-			return "", false, false
+			return "", lineOther
 		}
 		f := strings.Fields(p) // SITE UTIME <time> <path>
-		return path.Base(f[len(f)-1]), false, false
+		if len(f) == 0 {
+			return "", lineOther
+		}
+		switch strings.ToUpper(verb) {
+		case "STOR", "RETR", "APPE", "STOU":
+			return path.Base(f[len(f)-1]), lineTransfer
+		}
+		return path.Base(f[len(f)-1]), lineOther
 	case strings.HasSuffix(kind, " UPLOAD") || strings.HasSuffix(kind, " DOWNLOAD"):
 		p, _, _ := strings.Cut(arg, `"`)
-		return path.Base(p), true, strings.HasPrefix(kind, "OK ")
+		if strings.HasPrefix(kind, "OK ") {
+			return path.Base(p), lineOK
+		}
+		return path.Base(p), lineFail
 	}
-	return "", false, false
+	return "", lineOther
 }
 
-// sessionOutcome says whether s named file and, if so, whether it moved it: a session that
-// names a file and has no OK transfer line of it failed that file (a 425 on the data
-// connection, a data connection that never came, a cut transfer).
+// outcome says whether s named file and, if so, whether it failed it: a FAIL line of it (a
+// 425 on the data connection, a cut transfer), a transfer of it that never ended OK, or no
+// transfer of it that did (a data connection that never came before the RETR). A session
+// may upload a file and fail its download: every transfer counts, not the first.
 func (s *ftpSession) outcome(file string) (named, failed bool) {
-	okSeen := false
+	pending, moved := false, false
 	for _, line := range s.lines {
-		f, transfer, ok := fileOf(line)
+		f, kind := fileOf(line)
 		if f != file {
 			continue
 		}
 		named = true
-		if transfer && ok {
-			okSeen = true
+		switch kind {
+		case lineTransfer:
+			if pending {
+				failed = true
+			}
+			pending = true
+		case lineOK:
+			pending, moved = false, true
+		case lineFail:
+			pending, failed = false, true
 		}
 	}
-	return named, named && !okSeen
+	return named, named && (failed || pending || !moved)
 }
 
 // attribution is where a failed transfer's file went wrong according to vsftpd.
@@ -143,8 +172,8 @@ func attribute(log, file string, nodes map[netip.Addr]int) (attribution, error) 
 func transfersByNode(log, prefix string, nodes map[netip.Addr]int) (ok, failed map[int]int) {
 	ok, failed = map[int]int{}, map[int]int{}
 	for _, line := range strings.Split(log, "\n") {
-		f, transfer, good := fileOf(line)
-		if !transfer || !strings.HasPrefix(f, prefix) {
+		f, kind := fileOf(line)
+		if (kind != lineOK && kind != lineFail) || !strings.HasPrefix(f, prefix) {
 			continue
 		}
 		m := vsftpdLineRE.FindStringSubmatch(line)
@@ -152,7 +181,7 @@ func transfersByNode(log, prefix string, nodes map[netip.Addr]int) (ok, failed m
 		if err != nil {
 			continue
 		}
-		if good {
+		if kind == lineOK {
 			ok[nodes[client]]++
 		} else {
 			failed[nodes[client]]++
@@ -244,12 +273,58 @@ Sat Nov 21 09:19:56 2026 [pid 11950] [ftp] FAIL DOWNLOAD: Client "10.246.3.12", 
 Sat Nov 21 09:19:56 2026 [pid 11950] [ftp] FTP command: Client "10.246.3.12", "QUIT"
 Sat Nov 21 09:19:56 2026 [pid 11950] [ftp] FTP response: Client "10.246.3.12", "221 Goodbye."
 `
+	// Long sessions of the reliability lab (net 10.252), each a STOR, then node 3 removed from
+	// the edge, then a RETR: the session on node 3 lost its data connection, the one on node
+	// 2 did not.
+	logLongSessionNode3 = `Sat Nov 21 09:29:01 2026 [pid 26448] CONNECT: Client "10.252.3.13"
+Sat Nov 21 09:29:01 2026 [pid 26448] FTP response: Client "10.252.3.13", "220 (vsFTPd 3.0.3)"
+Sat Nov 21 09:29:01 2026 [pid 26448] FTP command: Client "10.252.3.13", "USER anonymous"
+Sat Nov 21 09:29:01 2026 [pid 26450] [ftp] FTP response: Client "10.252.3.13", "230 Login successful."
+Sat Nov 21 09:29:01 2026 [pid 26450] [ftp] FTP command: Client "10.252.3.13", "TYPE I"
+Sat Nov 21 09:29:01 2026 [pid 26450] [ftp] FTP response: Client "10.252.3.13", "200 Switching to Binary mode."
+Sat Nov 21 09:29:01 2026 [pid 26450] [ftp] FTP command: Client "10.252.3.13", "PASV"
+Sat Nov 21 09:29:01 2026 [pid 26450] [ftp] FTP response: Client "10.252.3.13", "227 Entering Passive Mode (10,252,1,1,82,111)."
+Sat Nov 21 09:29:01 2026 [pid 26450] [ftp] FTP command: Client "10.252.3.13", "STOR pub/probe-4.bin"
+Sat Nov 21 09:29:01 2026 [pid 26450] [ftp] FTP response: Client "10.252.3.13", "150 Ok to send data."
+Sat Nov 21 09:29:01 2026 [pid 26450] [ftp] OK UPLOAD: Client "10.252.3.13", "/pub/probe-4.bin", 5 bytes, 9.59Kbyte/sec
+Sat Nov 21 09:29:01 2026 [pid 26450] [ftp] FTP response: Client "10.252.3.13", "226 Transfer complete."
+Sat Nov 21 09:29:16 2026 [pid 26450] [ftp] FTP command: Client "10.252.3.13", "PASV"
+Sat Nov 21 09:29:16 2026 [pid 26450] [ftp] FTP response: Client "10.252.3.13", "227 Entering Passive Mode (10,252,1,1,82,113)."
+Sat Nov 21 09:29:16 2026 [pid 26450] [ftp] FTP command: Client "10.252.3.13", "RETR pub/probe-4.bin"
+Sat Nov 21 09:29:16 2026 [pid 26450] [ftp] FTP response: Client "10.252.3.13", "425 Security: Bad IP connecting."
+Sat Nov 21 09:29:16 2026 [pid 26450] [ftp] FAIL DOWNLOAD: Client "10.252.3.13", "/pub/probe-4.bin", 0.00Kbyte/sec
+Sat Nov 21 09:29:16 2026 [pid 26450] [ftp] FTP command: Client "10.252.3.13", "QUIT"
+Sat Nov 21 09:29:16 2026 [pid 26450] [ftp] FTP response: Client "10.252.3.13", "221 Goodbye."
+`
+	logLongSessionNode2 = `Sat Nov 21 09:29:01 2026 [pid 26433] CONNECT: Client "10.252.3.12"
+Sat Nov 21 09:29:01 2026 [pid 26433] FTP response: Client "10.252.3.12", "220 (vsFTPd 3.0.3)"
+Sat Nov 21 09:29:01 2026 [pid 26433] FTP command: Client "10.252.3.12", "USER anonymous"
+Sat Nov 21 09:29:01 2026 [pid 26432] [ftp] OK LOGIN: Client "10.252.3.12", anon password "<no_password>"
+Sat Nov 21 09:29:01 2026 [pid 26434] [ftp] FTP response: Client "10.252.3.12", "230 Login successful."
+Sat Nov 21 09:29:01 2026 [pid 26434] [ftp] FTP command: Client "10.252.3.12", "TYPE I"
+Sat Nov 21 09:29:01 2026 [pid 26434] [ftp] FTP response: Client "10.252.3.12", "200 Switching to Binary mode."
+Sat Nov 21 09:29:01 2026 [pid 26434] [ftp] FTP command: Client "10.252.3.12", "PASV"
+Sat Nov 21 09:29:01 2026 [pid 26434] [ftp] FTP response: Client "10.252.3.12", "227 Entering Passive Mode (10,252,1,1,82,109)."
+Sat Nov 21 09:29:01 2026 [pid 26434] [ftp] FTP command: Client "10.252.3.12", "STOR pub/probe-0.bin"
+Sat Nov 21 09:29:01 2026 [pid 26434] [ftp] FTP response: Client "10.252.3.12", "150 Ok to send data."
+Sat Nov 21 09:29:01 2026 [pid 26434] [ftp] OK UPLOAD: Client "10.252.3.12", "/pub/probe-0.bin", 5 bytes, 3.57Kbyte/sec
+Sat Nov 21 09:29:01 2026 [pid 26434] [ftp] FTP response: Client "10.252.3.12", "226 Transfer complete."
+Sat Nov 21 09:29:16 2026 [pid 26434] [ftp] FTP command: Client "10.252.3.12", "PASV"
+Sat Nov 21 09:29:16 2026 [pid 26434] [ftp] FTP response: Client "10.252.3.12", "227 Entering Passive Mode (10,252,1,1,82,110)."
+Sat Nov 21 09:29:16 2026 [pid 26434] [ftp] FTP command: Client "10.252.3.12", "RETR pub/probe-0.bin"
+Sat Nov 21 09:29:16 2026 [pid 26434] [ftp] FTP response: Client "10.252.3.12", "150 Opening BINARY mode data connection for pub/probe-0.bin (5 bytes)."
+Sat Nov 21 09:29:16 2026 [pid 26434] [ftp] OK DOWNLOAD: Client "10.252.3.12", "/pub/probe-0.bin", 5 bytes, 0.12Kbyte/sec
+Sat Nov 21 09:29:16 2026 [pid 26434] [ftp] FTP response: Client "10.252.3.12", "226 Transfer complete."
+Sat Nov 21 09:29:16 2026 [pid 26434] [ftp] FTP command: Client "10.252.3.12", "QUIT"
+Sat Nov 21 09:29:16 2026 [pid 26434] [ftp] FTP response: Client "10.252.3.12", "221 Goodbye."
+`
 )
 
 func TestAttribute(t *testing.T) {
 	nodes := map[netip.Addr]int{}
 	for k := 1; k <= 3; k++ {
 		nodes[netip.AddrFrom4([4]byte{10, 246, 3, byte(10 + k)})] = k
+		nodes[netip.AddrFrom4([4]byte{10, 252, 3, byte(10 + k)})] = k
 	}
 	// on node 3: the same lines with the download's session forwarded by node 3
 	onNode3 := strings.ReplaceAll(logLftpRoundTrip425, `"10.246.3.12"`, `"10.246.3.13"`)
@@ -273,6 +348,9 @@ func TestAttribute(t *testing.T) {
 		{name: "lftp download 425 on node 3", log: onNode3, file: "soak-lftp-1.bin", want: []int{3}, sessions: 2},
 		{name: "reused pid, the later session is not the failure's", log: reused, file: "smoke.bin", want: []int{2}, sessions: 2},
 		{name: "no RETR: the data connection never came", log: noRetr, file: "soak-lftp-1.bin", want: []int{3}, sessions: 2},
+		{name: "one session: upload OK, download 425 on node 3", log: logLongSessionNode2 + logLongSessionNode3, file: "probe-4.bin", want: []int{3}, sessions: 1},
+		{name: "one session: upload and download OK", log: logLongSessionNode2 + logLongSessionNode3, file: "probe-0.bin",
+			wantErr: "every session naming probe-0.bin in the vsftpd log moved it (1)"},
 		{name: "never reached vsftpd", log: logLftpRoundTrip425, file: "soak-lftp-2.bin", wantErr: "no session in the vsftpd log names soak-lftp-2.bin"},
 		{name: "every session moved it", log: logCurlUpload, file: "smoke.bin", wantErr: "every session naming smoke.bin in the vsftpd log moved it (1)"},
 		{name: "a name is not a prefix of another", log: logLftpRoundTrip425, file: "lftp-1.bin", wantErr: "no session in the vsftpd log names lftp-1.bin"},
