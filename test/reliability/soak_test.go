@@ -126,8 +126,78 @@ func TestSoak(t *testing.T) {
 				}
 				failed.Add(1)
 				failMu.Lock()
-				failures = append(failures, soakFailure{at: at, client: client, file: file, err: err})
+				failures = append(failures, soakFailure{at: at, client: string(client), file: file, err: err})
 				failMu.Unlock()
+			}
+		}()
+	}
+
+	// and long sessions, each on one control connection through every reload: a STOR and a
+	// RETR every second or so. One that fails is opened again (as a client would), so a
+	// session that was on node 3 moves to node 1 or 2 and stays there across every later
+	// reload, node 3 coming back included.
+	var sessionOps, reopened atomic.Int64
+	for j, src := range e.addClientAddrs(220, 6) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			who := fmt.Sprintf("session %d from %s", j, src)
+			var sess *lab.Session
+			defer func() {
+				if sess != nil {
+					sess.Close()
+				}
+			}()
+			for i := 0; ctx.Err() == nil; i++ {
+				file := fmt.Sprintf("%ssession%d-%d.bin", prefix, j, i)
+				at := time.Since(start)
+				err := func() error {
+					octx, cancel := context.WithTimeout(e.ctx, 30*time.Second)
+					defer cancel()
+					if sess == nil {
+						s, err := e.lab.Dial(octx, src, netipPort(e.lab, 21))
+						if err != nil {
+							return err
+						}
+						if err := s.Login(octx); err != nil {
+							s.Close()
+							return err
+						}
+						sess = s
+					}
+					want := []byte(file + strings.Repeat(".", 64<<10))
+					if err := sess.Stor(octx, "pub/"+file, want); err != nil {
+						return err
+					}
+					got, err := sess.Retr(octx, "pub/"+file)
+					if err != nil {
+						return err
+					}
+					if string(got) != string(want) {
+						return fmt.Errorf("RETR pub/%s: %d bytes differ from the %d stored", file, len(got), len(want))
+					}
+					return nil
+				}()
+				if err == nil {
+					sessionOps.Add(1)
+					if err := os.Remove(filepath.Join(e.lab.FTPRoot(), "pub", file)); err != nil {
+						t.Errorf("removing %s after its round trip: %v", file, err)
+					}
+				} else {
+					failed.Add(1)
+					failMu.Lock()
+					failures = append(failures, soakFailure{at: at, client: who, file: file, err: err})
+					failMu.Unlock()
+					if sess != nil {
+						sess.Close()
+						sess = nil
+						reopened.Add(1)
+					}
+				}
+				select {
+				case <-ctx.Done():
+				case <-time.After(time.Second):
+				}
 			}
 		}()
 	}
@@ -155,18 +225,18 @@ func TestSoak(t *testing.T) {
 	wg.Wait()
 	elapsed := time.Since(start)
 
-	t.Logf("soak %s: %d node flaps, %d Service changes (%d API errors); %d FTP round trips ok, %d failed",
-		elapsed.Round(time.Second), flaps.Load(), svcChanges.Load(), churnErrs.Load(), okXfers.Load(), failed.Load())
+	t.Logf("soak %s: %d node flaps, %d Service changes (%d API errors); FTP round trips: %d in fresh sessions and %d in 6 long sessions ok (%d sessions opened again), %d failed",
+		elapsed.Round(time.Second), flaps.Load(), svcChanges.Load(), churnErrs.Load(), okXfers.Load(), sessionOps.Load(), reopened.Load(), failed.Load())
 	if firstChurnErr != nil {
 		t.Logf("first of %d API errors of the churn: %v", churnErrs.Load(), firstChurnErr)
 	}
-	if okXfers.Load() == 0 {
-		t.Errorf("no FTP transfer completed")
+	if okXfers.Load() == 0 || sessionOps.Load() == 0 {
+		t.Errorf("no FTP round trip completed (%d in fresh sessions, %d in long ones)", okXfers.Load(), sessionOps.Load())
 	}
 	if n := sources.clearErrs.Load(); n > 0 {
 		t.Logf("%d stick entries could not be cleared (first: %v): those sources kept their node", n, sources.firstErr)
 	}
-	e.checkSoakTransfers(xferLog, logStart, prefix, flapped, failures, int(okXfers.Load()))
+	e.checkSoakTransfers(xferLog, logStart, prefix, flapped, failures, int(okXfers.Load()+sessionOps.Load()))
 
 	if len(samples) < 4 {
 		t.Fatalf("only %d metric samples", len(samples))
@@ -235,7 +305,7 @@ func (e *env) annotate(ctx context.Context, svc, key, value string) error {
 // soakFailure is one failed round trip of the soak.
 type soakFailure struct {
 	at     time.Duration // since the churn started
-	client lab.Client
+	client string        // the client program, or which long session
 	file   string
 	err    error
 }
@@ -335,8 +405,8 @@ type sourcePool struct {
 	firstErr  error
 }
 
-// soakSources adds n source addresses to the lab's client namespace (NET.1.150 on, free in
-// the lab's layout: edges take .1-.40 and .101-.140, clients .10-.49) for the test's time.
+// soakSources adds n source addresses (NET.1.150 on) to the lab's client namespace and hands
+// them out.
 func (e *env) soakSources(n int) *sourcePool {
 	e.t.Helper()
 	p := &sourcePool{e: e}
@@ -359,10 +429,20 @@ func (e *env) soakSources(n int) *sourcePool {
 	if p.table == "" {
 		e.t.Fatalf("edge 1 has no control stick table: %q", tables)
 	}
+	p.free = e.addClientAddrs(150, n)
+	return p
+}
+
+// addClientAddrs adds n source addresses NET.1.first on to the lab's client namespace for the
+// test's time (the lab's layout leaves .150-.253 free: edges take .1-.40 and .101-.140,
+// clients .10-.49).
+func (e *env) addClientAddrs(first, n int) []netip.Addr {
+	e.t.Helper()
+	var out []netip.Addr
 	base := e.lab.ClientAddrs()[0].As4()
 	for j := range n {
 		a := base
-		a[3] = byte(150 + j)
+		a[3] = byte(first + j)
 		addr := netip.AddrFrom4(a)
 		if _, err := e.lab.Exec(e.ctx, "client", "ip", "addr", "add", addr.String()+"/24", "dev", "eth0"); err != nil {
 			e.t.Fatal(err)
@@ -374,9 +454,9 @@ func (e *env) soakSources(n int) *sourcePool {
 				e.t.Errorf("removing source address %s: %v", addr, err)
 			}
 		})
-		p.free = append(p.free, addr)
+		out = append(out, addr)
 	}
-	return p
+	return out
 }
 
 // take returns the source that waited longest, its stick entry cleared; a source is never
