@@ -225,7 +225,7 @@ func TestSoak(t *testing.T) {
 	wg.Wait()
 	elapsed := time.Since(start)
 
-	t.Logf("soak %s: %d node flaps, %d Service changes (%d API errors); FTP round trips: %d in fresh sessions and %d in 6 long sessions ok (%d sessions opened again), %d failed",
+	t.Logf("soak %s: %d node flaps, %d Service changes (%d API errors); FTP round trips: %d in fresh sessions and %d in 6 long sessions ok (long sessions opened again: %d), %d failed",
 		elapsed.Round(time.Second), flaps.Load(), svcChanges.Load(), churnErrs.Load(), okXfers.Load(), sessionOps.Load(), reopened.Load(), failed.Load())
 	if firstChurnErr != nil {
 		t.Logf("first of %d API errors of the churn: %v", churnErrs.Load(), firstChurnErr)
