@@ -340,7 +340,7 @@ func (e *env) checkSoakTransfers(xferLog string, from int64, prefix string, flap
 		}
 		var lines []string
 		for _, s := range a.sessions {
-			lines = append(lines, s.lines...)
+			lines = append(lines, s.excerpt(f.file, 40)...)
 		}
 		t.Errorf("failed transfer at %s, %s %s, %s: %v\nits sessions in the vsftpd log:\n%s",
 			f.at.Round(time.Second), f.client, f.file, where, f.err, strings.Join(lines, "\n"))

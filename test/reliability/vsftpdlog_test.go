@@ -133,6 +133,32 @@ func (s *ftpSession) outcome(file string) (named, failed bool) {
 	return named, named && (failed || pending || !moved)
 }
 
+// excerpt is what a failure report shows of s: its first line, then from two lines before
+// the first naming file (the PASV) on, at most max lines; a long session holds every
+// earlier transfer too.
+func (s *ftpSession) excerpt(file string, max int) []string {
+	first := len(s.lines)
+	for i, line := range s.lines {
+		if f, _ := fileOf(line); f == file {
+			first = i
+			break
+		}
+	}
+	var out []string
+	start := first - 2
+	if start > 1 {
+		out = append(out, s.lines[0], fmt.Sprintf("[%d lines]", start-1))
+	} else {
+		start = 0
+	}
+	rest := s.lines[start:]
+	if len(rest) > max {
+		out = append(out, rest[:max]...)
+		return append(out, fmt.Sprintf("[%d more lines]", len(rest)-max))
+	}
+	return append(out, rest...)
+}
+
 // attribution is where a failed transfer's file went wrong according to vsftpd.
 type attribution struct {
 	nodes    []int // nodes of the sessions that failed the file, sorted; 0: an address of no node
@@ -394,5 +420,29 @@ func TestTransfersByNode(t *testing.T) {
 	}
 	if diff := cmp.Diff(map[int]int{2: 1}, failed); diff != "" {
 		t.Errorf("soak- failed (-want +got):\n%s", diff)
+	}
+}
+
+func TestExcerpt(t *testing.T) {
+	s := ftpSessions(logLongSessionNode3)[1] // the logged-in process
+	want := []string{
+		`Sat Nov 21 09:29:01 2026 [pid 26450] [ftp] FTP response: Client "10.252.3.13", "230 Login successful."`,
+		"[8 lines]",
+		`Sat Nov 21 09:29:16 2026 [pid 26450] [ftp] FTP command: Client "10.252.3.13", "PASV"`,
+		`Sat Nov 21 09:29:16 2026 [pid 26450] [ftp] FTP response: Client "10.252.3.13", "227 Entering Passive Mode (10,252,1,1,82,113)."`,
+		`Sat Nov 21 09:29:16 2026 [pid 26450] [ftp] FTP command: Client "10.252.3.13", "RETR pub/probe-4.bin"`,
+		"[4 more lines]",
+	}
+	// the session names probe-4.bin from its STOR on: pretend that was another file
+	s.lines = append([]string(nil), s.lines...)
+	for i := range s.lines[:9] { // up to the STOR's 226
+		s.lines[i] = strings.ReplaceAll(s.lines[i], "probe-4.bin", "probe-3.bin")
+	}
+	if diff := cmp.Diff(want, s.excerpt("probe-4.bin", 3)); diff != "" {
+		t.Errorf("excerpt (-want +got):\n%s", diff)
+	}
+	want = append([]string{s.lines[0], "[2 lines]"}, s.lines[3:]...)
+	if diff := cmp.Diff(want, s.excerpt("probe-3.bin", 100)); diff != "" {
+		t.Errorf("excerpt of the session's first file (-want +got):\n%s", diff)
 	}
 }
