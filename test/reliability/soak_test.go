@@ -327,8 +327,9 @@ func (e *env) checkSoakTransfers(xferLog string, from int64, prefix string, flap
 		nodes[nodePodAddr(e.lab, k)] = k
 	}
 	allowed := map[int]int{}
+	byFile := sessionsByFile(ftpSessions(log))
 	for _, f := range failures {
-		a, err := attribute(log, f.file, nodes)
+		a, err := attribute(byFile, f.file, nodes)
 		if err == nil && len(a.nodes) == 1 && a.nodes[0] == flapped {
 			allowed[flapped]++
 			t.Logf("failed transfer at %s on node %d (allowed: it flaps): %s %s: %v", f.at.Round(time.Second), flapped, f.client, f.file, f.err)

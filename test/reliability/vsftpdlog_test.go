@@ -165,14 +165,30 @@ type attribution struct {
 	sessions []*ftpSession
 }
 
-// attribute finds the sessions of a failed transfer in a protocol log by its (unique) file
-// name and the nodes of those that failed it. It is an error when no session names the file
-// (the failure never reached vsftpd) or when every session that did moved it (the failure was
-// not the server's): such a failure cannot be put on a node.
-func attribute(log, file string, nodes map[netip.Addr]int) (attribution, error) {
+// sessionsByFile indexes sessions by every file they name, in log order: a 30-minute soak's
+// log has a million lines, read once, not once per failure.
+func sessionsByFile(sessions []*ftpSession) map[string][]*ftpSession {
+	byFile := map[string][]*ftpSession{}
+	for _, s := range sessions {
+		seen := map[string]bool{}
+		for _, line := range s.lines {
+			if f, _ := fileOf(line); f != "" && !seen[f] {
+				seen[f] = true
+				byFile[f] = append(byFile[f], s)
+			}
+		}
+	}
+	return byFile
+}
+
+// attribute finds the sessions of a failed transfer by its (unique) file name and the nodes
+// of those that failed it. It is an error when no session names the file (the failure never
+// reached vsftpd) or when every session that did moved it (the failure was not the server's):
+// such a failure cannot be put on a node.
+func attribute(byFile map[string][]*ftpSession, file string, nodes map[netip.Addr]int) (attribution, error) {
 	var a attribution
 	seen := map[int]bool{}
-	for _, s := range ftpSessions(log) {
+	for _, s := range byFile[file] {
 		named, failed := s.outcome(file)
 		if !named {
 			continue
@@ -383,7 +399,7 @@ func TestAttribute(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			a, err := attribute(tc.log, tc.file, nodes)
+			a, err := attribute(sessionsByFile(ftpSessions(tc.log)), tc.file, nodes)
 			if tc.wantErr != "" {
 				if err == nil || err.Error() != tc.wantErr {
 					t.Fatalf("attribute: error %v, want %q", err, tc.wantErr)
