@@ -49,7 +49,8 @@ fuzz:
 # transfers running all the time (docs/RELIABILITY.md).
 SOAK_DURATION ?= 30m
 soak: deps build
-	$(GO) test -count=1 -v -timeout 90m -run 'TestSoak' ./test/reliability -soak=$(SOAK_DURATION)
+	$(GO) test -count=1 -v -timeout 90m -run 'TestSoak' ./test/reliability -soak=$(SOAK_DURATION) \
+		-lab-prefix=kfsoak -lab-net=10.238
 
 # The whole system on a local lab, step by step with timings (demo/main.go). It keeps running
 # for a look around until Ctrl-C or `make demo-down`; DEMO_HOLD=false tears down right after the

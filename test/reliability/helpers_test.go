@@ -44,12 +44,13 @@ import (
 var (
 	soakFor    = flag.Duration("soak", 0, "run TestSoak for this long (make soak); 0 runs its short version")
 	watcherLog = flag.Bool("watcher-log", false, "print every watcher's log at the end of its test")
+	// make soak takes a lab of its own, so that it can run beside make test
+	labPrefix = flag.String("lab-prefix", "kfrel", "namespace prefix of the lab")
+	labNet    = flag.String("lab-net", "10.252", "first two octets of the lab's private /16")
 )
 
 const (
-	labPrefix = "kfrel"
-	labNet    = "10.252"
-	labEdges  = 3
+	labEdges = 3
 	// statsPort stands for an edge's HAProxy stats listener: the lab's stats endpoint is a
 	// unix socket, so the port is only reserved, as an operator would reserve theirs.
 	statsPort = 8404
@@ -147,7 +148,7 @@ func runWithWorld(m *testing.M) int {
 			os.Exit(2)
 		}
 	}()
-	world.lab, err = lab.Up(ctx, lab.Options{Root: root, Prefix: labPrefix, Net: labNet, Nodes: 3, Edges: labEdges, Clients: 4})
+	world.lab, err = lab.Up(ctx, lab.Options{Root: root, Prefix: *labPrefix, Net: *labNet, Nodes: 3, Edges: labEdges, Clients: 4})
 	if err != nil {
 		return fail(err)
 	}
