@@ -283,9 +283,10 @@ func setChildSubreaper(t *testing.T, on bool) {
 }
 
 func testRunnerCancel(t *testing.T) {
-	// A duration nobody else uses, to recognise the task's own sleep process.
+	// A duration nobody else uses, to recognise the task's own sleep process. Quoted in the
+	// inventory: as a YAML float 60.123400 would reach the command as "60.1234".
 	secs := fmt.Sprintf("60.%06d", rand.IntN(1000000))
-	f := newRunnerFixture(t, map[string]string{"slow1": "{sleep_seconds: " + secs + "}"})
+	f := newRunnerFixture(t, map[string]string{"slow1": "{sleep_seconds: '" + secs + "'}"})
 	r := f.runner(t, "runner.yml")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
