@@ -176,7 +176,8 @@ func (e *edgeEnv) waitServing(ctx context.Context, want, gone []string, timeout 
 				}
 				got = got[:0]
 				for _, s := range states {
-					if strings.HasSuffix(s.Backend, "_ctrl") {
+					// a NotReady node stays, drained (weight 0)
+					if strings.HasSuffix(s.Backend, "_ctrl") && s.Weight > 0 {
 						got = append(got, s.Server)
 					}
 				}
@@ -237,7 +238,7 @@ type LatencyRow struct {
 
 // Latency flips node n3 NotReady and Ready again, Events times, through the API server's
 // /status subresource, and times each event until the running HAProxy of every edge host
-// serves the new server list (read from its stats socket, so the new worker answers).
+// serves the new server list (read from its stats socket: n3 drained to weight 0 or back).
 func Latency(ctx context.Context, o LatencyOptions) (*LatencyRow, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)

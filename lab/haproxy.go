@@ -101,6 +101,8 @@ type ServerState struct {
 	Addr    string
 	// OpState is srv_op_state: 0 stopped (down), 1 starting, 2 running (up), 3 stopping.
 	OpState int
+	// Weight is srv_uweight, the current weight: 0 for a drained (NotReady) node.
+	Weight int
 }
 
 // ServersState reads "show servers state" of every backend of edge i.
@@ -114,14 +116,15 @@ func (l *Lab) ServersState(ctx context.Context, i int) ([]ServerState, error) {
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
 		// the first line is the format version, the second the column names
-		if len(f) < 6 || strings.HasPrefix(f[0], "#") {
+		if len(f) < 8 || strings.HasPrefix(f[0], "#") {
 			continue
 		}
-		op, err := strconv.Atoi(f[5])
-		if err != nil {
+		op, err1 := strconv.Atoi(f[5])
+		w, err2 := strconv.Atoi(f[7])
+		if err1 != nil || err2 != nil {
 			return nil, fmt.Errorf("show servers state: line %q", sc.Text())
 		}
-		states = append(states, ServerState{Backend: f[1], Server: f[3], Addr: f[4], OpState: op})
+		states = append(states, ServerState{Backend: f[1], Server: f[3], Addr: f[4], OpState: op, Weight: w})
 	}
 	return states, nil
 }

@@ -20,9 +20,12 @@ import (
 type Served struct {
 	// Service is "namespace/name".
 	Service string
-	// Nodes are the lab nodes that must be the Service's only servers, all up, in both its
-	// control and passive backends.
+	// Nodes are the lab nodes that must be the Service's only servers taking new clients
+	// (weight > 0), all up, in both its control and passive backends.
 	Nodes []int
+	// Drained are the lab nodes that must be there with weight 0 (NotReady): no new clients,
+	// only the sessions stuck to them.
+	Drained []int
 	// PassiveMin..PassiveMax, when not zero, must be exactly the ports HAProxy listens on at
 	// the Service's edge address besides its control port.
 	PassiveMin, PassiveMax int
@@ -34,6 +37,13 @@ func (s Served) String() string {
 		names[i] = NodeName(k)
 	}
 	out := fmt.Sprintf("%s on [%s]", s.Service, strings.Join(names, " "))
+	if len(s.Drained) > 0 {
+		drained := make([]string, len(s.Drained))
+		for i, k := range s.Drained {
+			drained[i] = NodeName(k)
+		}
+		out += fmt.Sprintf(" drained [%s]", strings.Join(drained, " "))
+	}
 	if s.PassiveMin != 0 {
 		out += fmt.Sprintf(" passive %d-%d", s.PassiveMin, s.PassiveMax)
 	}
@@ -85,22 +95,26 @@ func (e *Env) served(ctx context.Context, want []Served) (string, error) {
 		if !ok {
 			return fmt.Sprintf("%s is not in the desired state (skipped? see the watcher's Events)", w.Service), nil
 		}
-		names := make([]string, len(w.Nodes))
-		for i, k := range w.Nodes {
-			names[i] = NodeName(k)
-		}
-		slices.Sort(names)
+		names, drainedNames := nodeNames(w.Nodes), nodeNames(w.Drained)
 		for _, b := range []string{svc.ID + "_ctrl", svc.ID + "_pasv"} {
-			var got []string
+			var got, drained []string
 			for _, s := range backends[b] {
+				if s.Weight == 0 {
+					drained = append(drained, s.Server) // up or down: its node may be gone
+					continue
+				}
 				if s.OpState != 2 {
 					return fmt.Sprintf("backend %s: server %s is not up (state %d)", b, s.Server, s.OpState), nil
 				}
 				got = append(got, s.Server)
 			}
 			slices.Sort(got)
+			slices.Sort(drained)
 			if !slices.Equal(got, names) {
 				return fmt.Sprintf("backend %s has servers %v, want %v", b, got, names), nil
+			}
+			if !slices.Equal(drained, drainedNames) {
+				return fmt.Sprintf("backend %s has drained servers %v, want %v", b, drained, drainedNames), nil
 			}
 		}
 		if w.PassiveMin != 0 {
@@ -119,6 +133,16 @@ func (e *Env) served(ctx context.Context, want []Served) (string, error) {
 		}
 	}
 	return "", nil
+}
+
+// nodeNames are the sorted names of lab nodes.
+func nodeNames(ks []int) []string {
+	names := make([]string, len(ks))
+	for i, k := range ks {
+		names[i] = NodeName(k)
+	}
+	slices.Sort(names)
+	return names
 }
 
 // listening lists the TCP ports HAProxy listens on at addr inside the edge's namespace, sorted.

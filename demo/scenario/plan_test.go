@@ -24,6 +24,11 @@ func TestPlanNodes(t *testing.T) {
 			}
 		})
 	}
+	for step, want := range map[int][]int{1: nil, 2: {2}, 4: {2}} {
+		if diff := cmp.Diff(want, p.Drained(step)); diff != "" {
+			t.Errorf("Drained(%d) (-want +got):\n%s", step, diff)
+		}
+	}
 	// each call gets its own slice: a caller appending to one cannot change the next
 	a := p.Nodes(2)
 	_ = append(a, 9)

@@ -13,7 +13,8 @@ import (
 
 // Plan fixes what the four steps of the demo change.
 type Plan struct {
-	// NotReady is the lab node that goes NotReady in step 2 (its NodePorts die with it).
+	// NotReady is the lab node that goes NotReady in step 2 (its NodePorts die with it). The
+	// edge keeps it drained (weight 0) from then on.
 	NotReady int
 	// Added is the lab node registered in step 3 (Start registers n1-n3).
 	Added int
@@ -49,7 +50,15 @@ type Step struct {
 	Run   func(ctx context.Context, e *Env) (Outcome, error)
 }
 
-// Nodes are the lab nodes that carry traffic after step n (1-4) of the plan.
+// Drained are the lab nodes kept on the edge with weight 0 after step n (1-4): NotReady ones.
+func (p Plan) Drained(step int) []int {
+	if step >= 2 {
+		return []int{p.NotReady}
+	}
+	return nil
+}
+
+// Nodes are the lab nodes that take new clients after step n (1-4) of the plan.
 func (p Plan) Nodes(step int) []int {
 	nodes := []int{1, 2, 3}
 	if step >= 2 {
@@ -67,7 +76,7 @@ func (p Plan) Steps() []Step {
 	all := []lab.Client{lab.CurlEPSV, lab.CurlPASV, lab.Lftp}
 	served := func(e *Env, step int) Served {
 		// until step 4 the lab's vsftpd keeps the range lab.sh up gave it
-		return Served{Service: Namespace + "/" + Service, Nodes: p.Nodes(step), PassiveMin: e.Lab.PassiveMin(), PassiveMax: e.Lab.PassiveMax()}
+		return Served{Service: Namespace + "/" + Service, Nodes: p.Nodes(step), Drained: p.Drained(step), PassiveMin: e.Lab.PassiveMin(), PassiveMax: e.Lab.PassiveMax()}
 	}
 	return []Step{
 		{
@@ -93,7 +102,7 @@ func (p Plan) Steps() []Step {
 			},
 		},
 		{
-			Title: fmt.Sprintf("node %s goes NotReady (and drops its traffic): the edge drops it; transfers still work", NodeName(p.NotReady)),
+			Title: fmt.Sprintf("node %s goes NotReady (and drops its traffic): the edge drains it, no reload; transfers still work", NodeName(p.NotReady)),
 			Run: func(ctx context.Context, e *Env) (Outcome, error) {
 				return e.measure(ctx, served(e, 2),
 					func() (time.Time, error) {
@@ -126,7 +135,7 @@ func (p Plan) Steps() []Step {
 				if l.PassiveMin() == p.PassiveMin && l.PassiveMax() == p.PassiveMax {
 					return Outcome{}, fmt.Errorf("the passive range is %d-%d already: nothing would change", p.PassiveMin, p.PassiveMax)
 				}
-				want := Served{Service: Namespace + "/" + Service, Nodes: p.Nodes(4), PassiveMin: p.PassiveMin, PassiveMax: p.PassiveMax}
+				want := Served{Service: Namespace + "/" + Service, Nodes: p.Nodes(4), Drained: p.Drained(4), PassiveMin: p.PassiveMin, PassiveMax: p.PassiveMax}
 				return e.measure(ctx, want,
 					func() (time.Time, error) {
 						// what kube-proxy and a rollout of the FTP server do once the chart changed:

@@ -134,14 +134,18 @@ func TestEndToEnd(t *testing.T) {
 			t.FailNow()
 		}
 	}
-	step := func(t *testing.T, s scenario.Step) scenario.Outcome {
+	// reload: whether the step's change needs one (a node drained or undrained does not)
+	step := func(t *testing.T, s scenario.Step, reload bool) scenario.Outcome {
 		t.Helper()
 		o, err := s.Run(ctx, env)
 		if err != nil {
 			t.Fatalf("%s: %v", s.Title, err)
 		}
-		if o.Reloads < 1 {
+		if reload && o.Reloads < 1 {
 			t.Errorf("%s: the edge reloaded %d times, want at least once", s.Title, o.Reloads)
+		}
+		if !reload && o.Reloads != 0 {
+			t.Errorf("%s: the edge reloaded %d times, want none (runtime API)", s.Title, o.Reloads)
 		}
 		if o.EdgeAfter <= 0 || o.Applied < o.EdgeAfter {
 			t.Errorf("%s: edge updated after %s, push done after %s", s.Title, o.EdgeAfter, o.Applied)
@@ -151,7 +155,7 @@ func TestEndToEnd(t *testing.T) {
 	}
 
 	part("1 the edge is configured from nothing and carries FTP", func(t *testing.T) {
-		step(t, plan.Steps()[0])
+		step(t, plan.Steps()[0], true)
 		metrics := metricsOf(ctx, t, env)
 		wantMetric(t, metrics, `kubeftp_edge_services{state="served"}`, 1)
 		wantMetric(t, metrics, `kubeftp_edge_host_consecutive_failures{host="e1"}`, 0)
@@ -194,22 +198,32 @@ func TestEndToEnd(t *testing.T) {
 	steps := plan.Steps()
 	changes := 0
 
-	part("2 a NotReady node leaves the edge", func(t *testing.T) {
-		step(t, steps[1])
-		changes++
+	part("2 a NotReady node is drained on the edge, without a reload", func(t *testing.T) {
+		// weights alone change: set through the runtime API, one worker, one hash ring
+		step(t, steps[1], false)
 		sessionOK(t, "notready")
-		// gone from the file too, not only from the running HAProxy
+		// drained in the file too, not only in the running HAProxy: a reload keeps it so
 		cfg, _, err := env.Lab.EdgeConfig(1)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if strings.Contains(string(cfg), "server "+scenario.NodeName(plan.NotReady)+" ") {
-			t.Errorf("haproxy.cfg still has a server %s:\n%s", scenario.NodeName(plan.NotReady), cfg)
+		prefix := "    server " + scenario.NodeName(plan.NotReady) + " "
+		lines := 0
+		for _, line := range strings.Split(string(cfg), "\n") {
+			if strings.HasPrefix(line, prefix) {
+				lines++
+				if !strings.Contains(line, " weight 0 ") {
+					t.Errorf("haproxy.cfg line not drained: %s", line)
+				}
+			}
+		}
+		if lines != 2 {
+			t.Errorf("haproxy.cfg has %d server lines of %s, want 2 (control and passive)", lines, scenario.NodeName(plan.NotReady))
 		}
 	})
 
 	part("3 an added node joins the edge", func(t *testing.T) {
-		step(t, steps[2])
+		step(t, steps[2], true)
 		changes++
 		sessionOK(t, "added")
 	})
@@ -239,8 +253,8 @@ func TestEndToEnd(t *testing.T) {
 			t.Fatal(err)
 		}
 		if _, err := env.WaitServed(ctx, 2*time.Minute,
-			scenario.Served{Service: ftp, Nodes: nodes, PassiveMin: 21100, PassiveMax: 21110},
-			scenario.Served{Service: scenario.Namespace + "/ftp2", Nodes: nodes, PassiveMin: 21100, PassiveMax: 21110},
+			scenario.Served{Service: ftp, Nodes: nodes, Drained: plan.Drained(3), PassiveMin: 21100, PassiveMax: 21110},
+			scenario.Served{Service: scenario.Namespace + "/ftp2", Nodes: nodes, Drained: plan.Drained(3), PassiveMin: 21100, PassiveMax: 21110},
 		); err != nil {
 			t.Fatal(err)
 		}
@@ -338,7 +352,7 @@ func TestEndToEnd(t *testing.T) {
 	sess.Close()
 
 	part("4 the passive range moves; edge and vsftpd follow", func(t *testing.T) {
-		o := step(t, steps[3])
+		o := step(t, steps[3], true)
 		// the old range's listeners are gone, the new ones carry real transfers (checked in
 		// the step); a fresh session gets a PASV port from the new range
 		s, err := env.OpenSession(ctx, 0, edgeAddr)

@@ -3,6 +3,7 @@ package golden
 import (
 	"bytes"
 	"context"
+	"crypto/sha1"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -419,4 +420,115 @@ func TestApplyFragment(t *testing.T) {
 		bytes.Contains(readFile(t, e.cfg), []byte("\nglobal")) {
 		t.Errorf("the fragment should hold a peers section and no global section:\n%s", readFile(t, e.cfg))
 	}
+}
+
+// A node going NotReady and Ready again changes server weights only: the role sets them on the
+// serving worker through the runtime API, and reloads only when the shape of the config
+// changes or the file in service is not the one the change starts from.
+func TestApplyDrainThroughRuntimeAPI(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a real HAProxy and runs site.yml")
+	}
+	t.Parallel() // each edge has a loopback address of its own
+	e := startLocalEdge(t, false)
+	withDrain := func(edit func(v map[string]any), drained ...int) map[string]any {
+		v := e.edgeVars(t)
+		for _, i := range drained {
+			node(v, i)["drain"] = true
+		}
+		if edit != nil {
+			edit(v)
+		}
+		return v
+	}
+	// want: node name -> weight, the same in the control and the passive backend.
+	checkWeights := func(step string, want map[string]string) {
+		t.Helper()
+		for _, be := range []string{"demo-ftp_ctrl", "demo-ftp_pasv"} {
+			for n, w := range want {
+				got, err := e.statsCmd("get weight " + be + "/" + n)
+				if f := strings.Fields(got); err != nil || len(f) == 0 || f[0] != w {
+					t.Errorf("%s: weight of %s/%s = %q (%v), want %s", step, be, n, got, err, w)
+				}
+			}
+		}
+	}
+	inService := func(step string) {
+		t.Helper()
+		mark := readFile(t, filepath.Join(e.dir, ".haproxy.cfg.in-service"))
+		if sum := fmt.Sprintf("%x", sha1.Sum(readFile(t, e.cfg))); strings.TrimSpace(string(mark)) != sum {
+			t.Errorf("%s: in-service mark %q, want the file's sha1 %s", step, mark, sum)
+		}
+	}
+
+	r, out := e.apply(t, withDrain(nil))
+	if r.Failures != 0 || !r.Reloaded || r.RuntimeUpdated {
+		t.Fatalf("first run: %+v\n%s", r, out)
+	}
+	serving := e.workers(t)
+	checkWeights("first run", map[string]string{"n1": "1", "n2": "1", "n3": "1"})
+
+	steps := []struct {
+		name    string
+		vars    map[string]any
+		weights map[string]string
+	}{
+		{"n2 drained", withDrain(nil, 1), map[string]string{"n1": "1", "n2": "0", "n3": "1"}},
+		{"n2 back, n1 and n3 drained", withDrain(nil, 0, 2), map[string]string{"n1": "0", "n2": "1", "n3": "0"}},
+		{"none drained", withDrain(nil), map[string]string{"n1": "1", "n2": "1", "n3": "1"}},
+	}
+	for _, s := range steps {
+		r, out = e.apply(t, s.vars)
+		if r.Failures != 0 || !r.ConfigChanged || !r.RuntimeUpdated || r.Reloaded || r.RolledBack {
+			t.Fatalf("%s: want a runtime update without a reload: %+v\n%s", s.name, r, out)
+		}
+		if w := e.workers(t); len(w) != 1 || w[0] != serving[0] {
+			t.Errorf("%s: workers %v, want still %v", s.name, w, serving)
+		}
+		checkWeights(s.name, s.weights)
+		inService(s.name)
+	}
+
+	// The shape changes too (maxconn): a reload, and the new worker takes weight 0 from the
+	// file. The serving worker got it first (n2 in the control and the passive backend), so
+	// both hash alike while they overlap.
+	r, out = e.apply(t, withDrain(func(v map[string]any) { service(v, 0)["maxconn"] = 1500 }, 1), "-v")
+	if r.Failures != 0 || !r.Reloaded || r.RuntimeUpdated {
+		t.Fatalf("drain with a shape change: want a reload: %+v\n%s", r, out)
+	}
+	if !strings.Contains(out, "runtime=no reason=shape-changed weights_set_before_reload=2") {
+		t.Errorf("drain with a shape change: the weights were not set before the reload:\n%s", out)
+	}
+	if w := e.workers(t); len(w) != 1 || w[0] == serving[0] {
+		t.Errorf("drain with a shape change: workers %v, want a new one (was %v)", w, serving)
+	}
+	checkWeights("drain with a shape change", map[string]string{"n1": "1", "n2": "0", "n3": "1"})
+	if !bytes.Contains(readFile(t, e.cfg), []byte(" id 2 weight 0 ")) {
+		t.Errorf("the file does not give n2 weight 0:\n%s", readFile(t, e.cfg))
+	}
+	inService("drain with a shape change")
+
+	// The file in service is not the one the change starts from (the mark says otherwise):
+	// the runtime state cannot be trusted to match it, so the role reloads.
+	serving = e.workers(t)
+	if err := os.WriteFile(filepath.Join(e.dir, ".haproxy.cfg.in-service"), []byte("0000\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r, out = e.apply(t, withDrain(func(v map[string]any) { service(v, 0)["maxconn"] = 1500 }))
+	if r.Failures != 0 || !r.Reloaded || r.RuntimeUpdated {
+		t.Fatalf("unknown config in service: want a reload: %+v\n%s", r, out)
+	}
+	if w := e.workers(t); len(w) != 1 || w[0] == serving[0] {
+		t.Errorf("unknown config in service: workers %v, want a new one (was %v)", w, serving)
+	}
+	checkWeights("unknown config in service", map[string]string{"n1": "1", "n2": "1", "n3": "1"})
+	inService("unknown config in service")
+}
+
+// statsCmd sends one command to the serving worker's stats socket.
+func (e *localEdge) statsCmd(cmd string) (string, error) {
+	c := exec.Command("socat", "-t", "2", "stdio", "unix-connect:"+e.stats)
+	c.Stdin = strings.NewReader(cmd + "\n")
+	out, err := c.Output()
+	return strings.TrimSpace(string(out)), err
 }

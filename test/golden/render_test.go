@@ -318,6 +318,9 @@ func TestPreflightRejects(t *testing.T) {
 		{"duplicate node names", func(v map[string]any) { node(v, 2)["name"] = "n1" }, "haproxy_ftp_state: nodes[].name must be unique"},
 		{"node id 0", func(v map[string]any) { node(v, 0)["id"] = 0 }, "haproxy_ftp_state: nodes[].id must be an integer >= 1"},
 		{"node name with space", func(v map[string]any) { node(v, 0)["name"] = "n1 backup" }, "haproxy_ftp_state: nodes[].name must be a DNS subdomain"},
+		// a string would be true in the template whatever it says
+		{"drain as a string", func(v map[string]any) { node(v, 0)["drain"] = "false" }, "haproxy_ftp_state: nodes[].drain must be a boolean"},
+		{"unknown node field", func(v map[string]any) { node(v, 0)["weight"] = 0 }, "weight"},
 		{"missing field", func(v map[string]any) { delete(service(v, 0), "maxconn") }, "maxconn"},
 		{"unknown field", func(v map[string]any) { service(v, 0)["weight"] = 3 }, "weight"},
 		{"overlapping passive ranges", func(v map[string]any) {

@@ -51,10 +51,10 @@ func TestEdgeUnreachable(t *testing.T) {
 		t.Fatal(err)
 	}
 	// edges 1 and 2 converge while 3 is down
-	eventually(t, 30*time.Second, "edges 1 and 2 without node 3", func() (bool, string) {
+	eventually(t, 30*time.Second, "edges 1 and 2 with node 3 drained", func() (bool, string) {
 		for i := 1; i <= 2; i++ {
 			cfg, _, _ := e.lab.EdgeConfig(i)
-			if bytes.Contains(cfg, []byte("server "+e.nodeName(3)+" ")) || generationOf(cfg) == before {
+			if !drainedIn(cfg, e.nodeName(3)) || generationOf(cfg) == before {
 				return false, "edge " + strconv.Itoa(i) + " at " + generationOf(cfg)
 			}
 		}
@@ -175,10 +175,10 @@ func TestChangedHostKey(t *testing.T) {
 	}
 	ev := e.waitEvent("ftp", corev1.EventTypeWarning, controller.ReasonEdgeHostFailed, 30*time.Second, "e2", "key-mismatch")
 	t.Logf("event: %s", ev.Message)
-	eventually(t, 30*time.Second, "edges 1 and 3 without node 2", func() (bool, string) {
+	eventually(t, 30*time.Second, "edges 1 and 3 with node 2 drained", func() (bool, string) {
 		for _, i := range []int{1, 3} {
 			cfg, _, _ := e.lab.EdgeConfig(i)
-			if bytes.Contains(cfg, []byte("server "+e.nodeName(2)+" ")) {
+			if !drainedIn(cfg, e.nodeName(2)) {
 				return false, "edge " + strconv.Itoa(i)
 			}
 		}

@@ -23,6 +23,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -788,7 +789,7 @@ func (e *env) converged() (bool, string) {
 	return true, ""
 }
 
-// configServers lists the "backend/server address" lines of a haproxy.cfg, sorted.
+// configServers lists the "backend/server address weight" lines of a haproxy.cfg, sorted.
 func configServers(cfg []byte) string {
 	var out []string
 	backend := ""
@@ -801,7 +802,11 @@ func configServers(cfg []byte) string {
 			backend = ""
 		case len(f) >= 3 && f[0] == "server" && backend != "":
 			host, _, _ := strings.Cut(f[2], ":")
-			out = append(out, backend+"/"+f[1]+" "+host)
+			w := "1" // the role writes weight 0 (drained) or nothing
+			if i := slices.Index(f, "weight"); i > 0 && i+1 < len(f) {
+				w = f[i+1]
+			}
+			out = append(out, backend+"/"+f[1]+" "+host+" "+w)
 		}
 	}
 	sort.Strings(out)
@@ -812,7 +817,7 @@ func configServers(cfg []byte) string {
 func runningServers(states []lab.ServerState) string {
 	var out []string
 	for _, s := range states {
-		out = append(out, s.Backend+"/"+s.Server+" "+s.Addr)
+		out = append(out, s.Backend+"/"+s.Server+" "+s.Addr+" "+strconv.Itoa(s.Weight))
 	}
 	sort.Strings(out)
 	return strings.Join(out, ", ")
@@ -872,4 +877,20 @@ func firstDiff(want, got []byte) string {
 		}
 	}
 	return "equal"
+}
+
+// drainedIn reports whether cfg keeps node as a drained server: it has server lines for it,
+// and every one of them has weight 0.
+func drainedIn(cfg []byte, node string) bool {
+	prefix := []byte("    server " + node + " ")
+	n := 0
+	for _, line := range bytes.Split(cfg, []byte("\n")) {
+		if bytes.HasPrefix(line, prefix) {
+			if !bytes.Contains(line, []byte(" weight 0 ")) {
+				return false
+			}
+			n++
+		}
+	}
+	return n > 0
 }

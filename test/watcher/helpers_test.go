@@ -297,13 +297,20 @@ func summary(s desired.State) string {
 	return "[" + strings.Join(parts, " ") + "]"
 }
 
+// nodeNames lists the servers of s, a drained (NotReady) node as drained(name).
 func nodeNames(st desired.State, s desired.Service) []string {
 	out := []string{}
 	for _, n := range st.ServiceNodes(s) {
-		out = append(out, n.Name)
+		if n.Drain {
+			out = append(out, drained(n.Name))
+		} else {
+			out = append(out, n.Name)
+		}
 	}
 	return out
 }
+
+func drained(node string) string { return node + " (drained)" }
 
 // served returns the service of ns/name in s.
 func served(s desired.State, ns, name string) (desired.Service, bool) {

@@ -44,7 +44,8 @@ func TestNodes(t *testing.T) {
 		want []string
 	}{
 		{"node added", func() { e.createNode("n2", "10.213.2.12") }, []string{n1, n2}},
-		{"node NotReady", func() { e.setReady("n2", false) }, []string{n1}},
+		// kept with weight 0: no new clients, the sessions on it go on
+		{"node NotReady", func() { e.setReady("n2", false) }, []string{n1, drained(n2)}},
 		{"node Ready again", func() { e.setReady("n2", true) }, []string{n1, n2}},
 		{"node excluded by label", func() {
 			e.patchNode("n1", `{"metadata":{"labels":{"node.kubernetes.io/exclude-from-external-load-balancers":"true"}}}`)
@@ -422,7 +423,7 @@ func TestLeaderElection(t *testing.T) {
 		t.Errorf("new leader pushed %d times with nothing changed", n)
 	}
 	e.setReady("n2", false)
-	e.waitPush(b, "new leader pushes a change", servedOn(e.ns, "ftp", e.nodeName("n1")))
+	e.waitPush(b, "new leader pushes a change", servedOn(e.ns, "ftp", e.nodeName("n1"), drained(e.nodeName("n2"))))
 }
 
 func TestOnceFailsWhenAHostFails(t *testing.T) {

@@ -31,6 +31,9 @@ type HostResult struct {
 	Changed bool
 	// Reloaded is true when HAProxy was reloaded.
 	Reloaded bool
+	// Runtime is true when the change (server weights alone: nodes drained or undrained) was
+	// applied through HAProxy's runtime API, without a reload.
+	Runtime bool
 	// RolledBack is true when a failure made the role restore the previous configuration.
 	RolledBack bool
 	// Unreachable is true when Ansible could not connect to the host.

@@ -297,16 +297,18 @@ func (r *Runner) Apply(ctx context.Context, req Request) (Result, error) {
 // CallbackHost is one host's entry in the JSON file the callback plugin
 // ansible/plugins/callback/kubeftp_result.py writes to $KUBEFTP_RESULT_FILE.
 type CallbackHost struct {
-	OK            int    `json:"ok"`
-	Changed       int    `json:"changed"`
-	Failures      int    `json:"failures"`
-	Unreachable   int    `json:"unreachable"`
-	Skipped       int    `json:"skipped"`
-	Rescued       int    `json:"rescued"`
-	ConfigChanged bool   `json:"config_changed"`
-	Reloaded      bool   `json:"reloaded"`
-	RolledBack    bool   `json:"rolled_back"`
-	Msg           string `json:"msg"`
+	OK            int  `json:"ok"`
+	Changed       int  `json:"changed"`
+	Failures      int  `json:"failures"`
+	Unreachable   int  `json:"unreachable"`
+	Skipped       int  `json:"skipped"`
+	Rescued       int  `json:"rescued"`
+	ConfigChanged bool `json:"config_changed"`
+	Reloaded      bool `json:"reloaded"`
+	// RuntimeUpdated: the change was server weights alone, set through the runtime API.
+	RuntimeUpdated bool   `json:"runtime_updated"`
+	RolledBack     bool   `json:"rolled_back"`
+	Msg            string `json:"msg"`
 }
 
 // Failed reports whether the play failed on the host: a failed task, an unreachable host, or
@@ -349,6 +351,7 @@ func readResults(path string, limit []string) (Result, error) {
 			OK:          !h.Failed(),
 			Changed:     h.ConfigChanged,
 			Reloaded:    h.Reloaded,
+			Runtime:     h.RuntimeUpdated,
 			RolledBack:  h.RolledBack,
 			Unreachable: h.Unreachable > 0,
 			Message:     h.Msg,

@@ -462,7 +462,7 @@ func (c *Controller) push(ctx context.Context, state desired.State, hash string,
 		case hr.OK:
 			st.succeed(hash, now)
 			okCount++
-			c.log.Info("edge host updated", "host", name, "changed", hr.Changed, "reloaded", hr.Reloaded, "check", c.opts.DryRun)
+			c.log.Info("edge host updated", "host", name, "changed", hr.Changed, "reloaded", hr.Reloaded, "runtime_api", hr.Runtime, "check", c.opts.DryRun)
 		default:
 			msg := hr.Message
 			if hr.RolledBack {
@@ -620,5 +620,11 @@ func (c *Controller) observeState(state desired.State, warnings []desired.Warnin
 	}
 	c.metrics.Services.WithLabelValues("served").Set(float64(len(state.Services)))
 	c.metrics.Services.WithLabelValues("skipped").Set(float64(len(skipped)))
-	c.metrics.EligibleNodes.Set(float64(len(state.Nodes)))
+	serving := 0
+	for _, n := range state.Nodes {
+		if !n.Drain {
+			serving++
+		}
+	}
+	c.metrics.EligibleNodes.Set(float64(serving))
 }

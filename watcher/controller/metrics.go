@@ -62,7 +62,7 @@ func NewMetrics() *Metrics {
 		}, []string{"state"}),
 		EligibleNodes: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "kubeftp_edge_eligible_nodes",
-			Help: "Nodes that carry traffic for at least one served Service.",
+			Help: "Nodes that carry traffic for at least one served Service (Ready ones; drained NotReady nodes are not counted).",
 		}),
 		Leader: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "kubeftp_edge_leader",

@@ -137,10 +137,10 @@ func Compute(in Input, opts Options) (State, []Warning) {
 	for i, c := range kept {
 		s := c.out
 		s.ID = ids[i]
-		servers := len(nodes)
+		servers := serving(nodes, nil)
 		if c.local {
 			s.NodeNames = localNodeNames(byName, ready[c.key])
-			servers = len(s.NodeNames)
+			servers = serving(nodes, s.NodeNames)
 		}
 		if servers == 0 {
 			// Still served, with an empty backend: the edge binds the ports and refuses
@@ -278,6 +278,21 @@ func readyNodes(slices []*discoveryv1.EndpointSlice) map[string]map[string]bool 
 		}
 	}
 	return out
+}
+
+// serving counts the nodes of names (all of nodes when names is nil) that are not drained.
+func serving(nodes []Node, names []string) int {
+	in := make(map[string]bool, len(names))
+	for _, n := range names {
+		in[n] = true
+	}
+	count := 0
+	for _, n := range nodes {
+		if !n.Drain && (names == nil || in[n.Name]) {
+			count++
+		}
+	}
+	return count
 }
 
 // localNodeNames returns the eligible nodes that run a ready endpoint, sorted by name.

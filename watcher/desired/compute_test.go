@@ -304,9 +304,12 @@ func TestCompute(t *testing.T) {
 				node("badip", "10.213.2.300", nodeLabel("pool", "ftp")),
 				node("Bad_Name", "10.213.2.19", nodeLabel("pool", "ftp")),
 			}, Services: []*corev1.Service{chartService("demo", "ftp")}},
-			opts:      Options{DefaultEdgeAddress: "10.213.1.1", NodeSelector: labels.SelectorFromSet(labels.Set{"pool": "ftp"})},
-			want:      []Service{chartWant(wantNode("ok", "10.213.2.11"), wantNode("v6", "2001:db8::17"))},
-			wantNodes: []Node{wantNode("ok", "10.213.2.11"), wantNode("v6", "2001:db8::17")},
+			opts: Options{DefaultEdgeAddress: "10.213.1.1", NodeSelector: labels.SelectorFromSet(labels.Set{"pool": "ftp"})},
+			// not Ready (or no Ready condition): kept, drained
+			want: []Service{chartWant(drained(wantNode("down", "10.213.2.12")), drained(wantNode("nocond", "10.213.2.13")),
+				wantNode("ok", "10.213.2.11"), wantNode("v6", "2001:db8::17"))},
+			wantNodes: []Node{drained(wantNode("down", "10.213.2.12")), drained(wantNode("nocond", "10.213.2.13")),
+				wantNode("ok", "10.213.2.11"), wantNode("v6", "2001:db8::17")},
 			wantWarns: []Warning{
 				{Name: "Bad_Name", Reason: ReasonInvalidNode, Field: "metadata.name", Skipped: true, Message: `node name "Bad_Name" is not a DNS subdomain`},
 				{Name: "badip", Reason: ReasonInvalidNode, Field: "status.addresses", Skipped: true, Message: `node address "10.213.2.300" of type "InternalIP"`},
@@ -324,8 +327,10 @@ func TestCompute(t *testing.T) {
 		},
 		{
 			name: "no eligible node: served with an empty backend and a warning",
-			in:   Input{Nodes: []*corev1.Node{node("n1", "10.213.2.11", notReady)}, Services: []*corev1.Service{plainService("demo", "ftp", 21, 30021, 21100, 11, 32100)}},
-			want: []Service{chartWant()},
+			in:   Input{Nodes: []*corev1.Node{node("n1", "10.213.2.11", notReady), node("n2", "10.213.2.12", nodeLabel(LabelExcludeFromLB, ""))}, Services: []*corev1.Service{plainService("demo", "ftp", 21, 30021, 21100, 11, 32100)}},
+			// the NotReady node stays, drained: no server takes new clients
+			want:      []Service{chartWant(drained(wantNode("n1", "10.213.2.11")))},
+			wantNodes: []Node{drained(wantNode("n1", "10.213.2.11"))},
 			wantWarns: []Warning{{Namespace: "demo", Name: "ftp", Reason: ReasonNoEligibleNodes, Field: "spec.externalTrafficPolicy",
 				Message: "served with no backend servers: no node is Ready"}},
 		},
@@ -344,10 +349,12 @@ func TestCompute(t *testing.T) {
 					slice("demo", "ftp-other", endpoint("n2", "true")),
 				},
 			},
+			// n4 is not Ready but runs a ready endpoint: a drained server, for the sessions on it
 			want: []Service{
-				with(chartWant(wantThree[0], wantThree[2]), func(s *Service) { s.TrafficPolicy, s.HealthCheckNodePort = TrafficPolicyLocal, 32456 }),
-				with(chartWant(wantThree...), func(s *Service) { s.ID, s.Source, s.BindAddress = "other-ftp", "other/ftp", "10.213.1.2" }),
+				with(chartWant(wantThree[0], wantThree[2], drained(wantNode("n4", "10.213.2.14"))), func(s *Service) { s.TrafficPolicy, s.HealthCheckNodePort = TrafficPolicyLocal, 32456 }),
+				with(chartWant(append(wantThree, drained(wantNode("n4", "10.213.2.14")))...), func(s *Service) { s.ID, s.Source, s.BindAddress = "other-ftp", "other/ftp", "10.213.1.2" }),
 			},
+			wantNodes: append(wantThree, drained(wantNode("n4", "10.213.2.14"))),
 		},
 		{
 			name: "externalTrafficPolicy Local without ready endpoints",

@@ -44,6 +44,8 @@ func nodeLabel(k, v string) func(*corev1.Node) {
 }
 
 // wantNode is a node as the contract shows it; its id follows the documented formula.
+func drained(n Node) Node { n.Drain = true; return n }
+
 func wantNode(name, ip string) Node {
 	h := fnv.New32a()
 	h.Write([]byte(name))

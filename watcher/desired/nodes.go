@@ -47,7 +47,8 @@ func serverIDs(names []string) map[string]int {
 }
 
 // eligibleNodes returns the nodes that may carry traffic, sorted by name, with their server
-// ids, and a warning for every node whose name or address cannot be used safely.
+// ids, and a warning for every node whose name or address cannot be used safely. A node that
+// is not Ready is returned with Drain set.
 func eligibleNodes(nodes []*corev1.Node, opts Options) ([]Node, []Warning) {
 	var warns []Warning
 	valid := make([]*corev1.Node, 0, len(nodes))
@@ -74,7 +75,7 @@ func eligibleNodes(nodes []*corev1.Node, opts Options) ([]Node, []Warning) {
 
 	out := make([]Node, 0, len(valid))
 	for _, n := range valid {
-		if n.DeletionTimestamp != nil || !nodeReady(n) {
+		if n.DeletionTimestamp != nil {
 			continue
 		}
 		if _, excluded := n.Labels[LabelExcludeFromLB]; excluded {
@@ -94,7 +95,7 @@ func eligibleNodes(nodes []*corev1.Node, opts Options) ([]Node, []Warning) {
 			}
 			continue
 		}
-		out = append(out, Node{Name: n.Name, Address: addr, ID: ids[n.Name]})
+		out = append(out, Node{Name: n.Name, Address: addr, ID: ids[n.Name], Drain: !nodeReady(n)})
 	}
 	return out, warns
 }

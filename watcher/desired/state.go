@@ -49,10 +49,17 @@ type Timeouts struct {
 }
 
 // Node is one HAProxy server: a Kubernetes node that carries Services' NodePorts.
+//
+// Drain marks a node that is not Ready. It stays on the edge as a server of weight 0: out of
+// the hash ring for new clients, still reached by the sessions stuck to it. A node flapping
+// Ready then changes server weights only, which the role applies through HAProxy's runtime
+// API without a reload; a reload (two workers, two rings for a moment) could send a new
+// session's data connection to another node than its control connection.
 type Node struct {
 	Name    string `json:"name"`
 	Address string `json:"address"`
 	ID      int    `json:"id"`
+	Drain   bool   `json:"drain,omitempty"`
 }
 
 // ServiceNodes returns the servers of svc: every node for traffic policy Cluster (NodeNames

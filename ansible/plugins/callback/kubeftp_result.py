@@ -11,15 +11,15 @@ description:
     the run (atomically, mode 0600) the document
     C({"hosts": {"<host>": {"ok": n, "changed": n, "failures": n, "unreachable": n,
     "skipped": n, "rescued": n, "config_changed": bool, "reloaded": bool,
-    "rolled_back": bool, "msg": "..."}}}).
+    "runtime_updated": bool, "rolled_back": bool, "msg": "..."}}}).
     Without KUBEFTP_RESULT_FILE the plugin does nothing.
   - >-
     The counters are Ansible's own per-host stats.
   - >-
-    config_changed, reloaded and rolled_back come from per-host custom stats that the
-    haproxy-ftp role sets with ansible.builtin.set_stats (per_host, not aggregated) right after
-    the step happened, under the keys kubeftp_config_changed, kubeftp_reloaded and
-    kubeftp_rolled_back. They are facts the role states, not guesses from task names, so
+    config_changed, reloaded, runtime_updated and rolled_back come from per-host custom stats
+    that the haproxy-ftp role sets with ansible.builtin.set_stats (per_host, not aggregated)
+    right after the step happened, under the keys kubeftp_config_changed, kubeftp_reloaded,
+    kubeftp_runtime_updated and kubeftp_rolled_back. They are facts the role states, not guesses from task names, so
     renaming a task cannot break them. A host that never got that far reports false.
   - >-
     msg is the message of the failure that stopped the host (the last failure that was not
@@ -38,6 +38,7 @@ from ansible.plugins.callback import CallbackBase
 _FLAGS = {
     "config_changed": "kubeftp_config_changed",
     "reloaded": "kubeftp_reloaded",
+    "runtime_updated": "kubeftp_runtime_updated",
     "rolled_back": "kubeftp_rolled_back",
 }
 

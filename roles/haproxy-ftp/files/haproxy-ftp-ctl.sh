@@ -9,6 +9,10 @@
 #   haproxy-ftp-ctl.sh info-pid       STATS_SOCKET           pid of the serving process
 #   haproxy-ftp-ctl.sh wait-new-pid   STATS_SOCKET OLD_PID TIMEOUT
 #   haproxy-ftp-ctl.sh wait-listening CONFIG TIMEOUT         every bind of CONFIG listens
+#   haproxy-ftp-ctl.sh apply-weights  OLD NEW STATS_SOCKET MARK
+#       set on the serving worker the weights NEW changes for servers OLD (the file in
+#       service, per MARK) has too; "runtime=applied" when NEW differs from OLD in nothing else
+#       (comments aside), else "runtime=no reason=..." and the caller reloads
 #   haproxy-ftp-ctl.sh in-service     CONFIG MARK SUM OWNER GROUP KEEP
 #       record SUM (the sha1 of CONFIG now serving) in MARK, and remove the backups of CONFIG
 #       (CONFIG.<pid>.<date>@<time>~, as ansible.builtin.template names them) beyond the KEEP
@@ -155,6 +159,55 @@ wait_listening() {
   fail "not listening ${timeout}s after the reload: $(echo "$m" | head -n 10 | tr '\n' ' ')($(echo "$m" | wc -l) missing)"
 }
 
+# A config without its comments and without "weight 0" on server lines: two configs of the
+# same shape differ only in which nodes are drained.
+shape() {
+  awk '$1 ~ /^#/ { next }
+    $1 == "server" { for (i = 3; i < NF; i++) if ($i == "weight" && $(i + 1) == "0") { $i = ""; $(i + 1) = "" }
+      $0 = $0; $1 = $1 }
+    { print }' "$1"
+}
+
+# "<section>/<server> <weight>" for every server line, in file order.
+weights() {
+  awk '$1 == "backend" || $1 == "listen" { sec = $2 }
+    $1 == "server" { w = 1; for (i = 3; i < NF; i++) if ($i == "weight") w = $(i + 1); print sec "/" $2, w }' "$1"
+}
+
+apply_weights() {
+  old=$1 new=$2 sock=$3 mark=$4
+  [ -r "$old" ] && [ -r "$new" ] && [ -r "$mark" ] || { echo "runtime=no reason=no-previous-config"; return 0; }
+  [ "$(sha1sum "$old" | cut -d' ' -f1)" = "$(cat "$mark")" ] ||
+    { echo "runtime=no reason=previous-config-not-in-service"; return 0; }
+  tmp=$(mktemp -d) || fail "cannot create a temporary directory"
+  trap 'rm -rf "$tmp"' EXIT
+  weights "$old" >"$tmp/wold" && weights "$new" >"$tmp/wnew" || fail "cannot read $old or $new"
+  # The servers of both files whose weight changes. Set even when the shape changes too: the
+  # serving worker then hashes like the new one during the reload's overlap.
+  awk 'NR == FNR { w[$1] = $2; next } ($1 in w) && w[$1] != $2 { print "set weight " $1 " " $2 }' \
+    "$tmp/wold" "$tmp/wnew" >"$tmp/cmds"
+  n=$(wc -l <"$tmp/cmds")
+  # Control backends come before their passive twins in the file: a node is drained in both
+  # within one batch of 100 commands (one connection, ";"-separated), or undrained the same way.
+  if [ "$n" -gt 0 ]; then
+    split -l 100 "$tmp/cmds" "$tmp/batch."
+    for b in "$tmp"/batch.*; do
+      out=$(cli "$sock" "$(paste -s -d ';' "$b")") || { echo "runtime=no reason=stats-socket-unreachable"; return 0; }
+      # "set weight" answers nothing on success.
+      if [ -n "$(printf '%s' "$out" | tr -d '[:space:]')" ]; then
+        echo "runtime=no reason=set-weight-refused:$(printf '%s' "$out" | tr -s '[:space:]' ' ' | cut -c1-200)"
+        return 0
+      fi
+    done
+  fi
+  shape "$old" >"$tmp/old" && shape "$new" >"$tmp/new" || fail "cannot read $old or $new"
+  if cmp -s "$tmp/old" "$tmp/new"; then
+    echo "runtime=applied weights_changed=$n"
+  else
+    echo "runtime=no reason=shape-changed weights_set_before_reload=$n"
+  fi
+}
+
 in_service() {
   cfg=$1 mark=$2 sum=$3 owner=$4 group=$5 keep=$6
   dir=$(dirname "$cfg") base=$(basename "$cfg")
@@ -177,6 +230,7 @@ case ${1:-} in
   info-pid) need socat "socat package"; info_pid "$2" ;;
   wait-new-pid) need socat "socat package"; wait_new_pid "$2" "$3" "$4" ;;
   wait-listening) need ss "iproute2 package"; wait_listening "$2" "$3" ;;
+  apply-weights) need socat "socat package"; apply_weights "$2" "$3" "$4" "$5" ;;
   in-service) in_service "$2" "$3" "$4" "$5" "$6" "$7" ;;
-  *) fail "usage: haproxy-ftp-ctl.sh master-reload|info-pid|wait-new-pid|wait-listening|in-service ..." ;;
+  *) fail "usage: haproxy-ftp-ctl.sh master-reload|info-pid|wait-new-pid|wait-listening|apply-weights|in-service ..." ;;
 esac
