@@ -420,6 +420,39 @@ func TestApplyFragment(t *testing.T) {
 		bytes.Contains(readFile(t, e.cfg), []byte("\nglobal")) {
 		t.Errorf("the fragment should hold a peers section and no global section:\n%s", readFile(t, e.cfg))
 	}
+
+	// Another file of conf.d, loaded with ours, that HAProxy refuses alongside the new
+	// fragment (a proxy of the same name): haproxy -c sees it, nothing is replaced.
+	installed := readFile(t, e.cfg)
+	for _, other := range []string{"10-other.cfg", "90-other.cfg"} { // before and after ours
+		p := filepath.Join(e.dir, "conf.d", other)
+		if err := os.WriteFile(p, []byte("frontend demo-ftp_ctrl\n    bind 127.0.0.1:1\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		changed := e.edgeVars(t)
+		service(changed, 0)["maxconn"] = 1500
+		r, out = e.apply(t, changed)
+		if r.Failures != 1 || r.RolledBack || r.Reloaded {
+			t.Errorf("%s conflicting with the new fragment: %+v\n%s", other, r, out)
+		}
+		for _, want := range []string{"demo-ftp_ctrl", "was not replaced"} {
+			if !strings.Contains(r.Msg, want) {
+				t.Errorf("%s conflicting: message %q lacks %q", other, r.Msg, want)
+			}
+		}
+		if !bytes.Equal(readFile(t, e.cfg), installed) {
+			t.Errorf("%s conflicting: the fragment was replaced", other)
+		}
+		if err := os.Remove(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// and without it the same change goes through
+	changed := e.edgeVars(t)
+	service(changed, 0)["maxconn"] = 1500
+	if r, out = e.apply(t, changed); r.Failures != 0 || !r.Reloaded {
+		t.Errorf("the change once conf.d is clean again: %+v\n%s", r, out)
+	}
 }
 
 // A node going NotReady and Ready again changes server weights only: the role sets them on the
