@@ -93,7 +93,8 @@ func TestSoak(t *testing.T) {
 				flaps.Add(1)
 			}
 			if i%4 == 0 {
-				err := e.annotate(ctx, "ftp", desired.AnnotationTimeoutClient, fmt.Sprintf("%dm", 30+i%2))
+				// 30m, 31m, 30m, ...: every one a change of the Service's config on the edge
+				err := e.annotate(ctx, "ftp", desired.AnnotationTimeoutClient, fmt.Sprintf("%dm", 30+(i/4)%2))
 				if err != nil && ctx.Err() == nil {
 					churnErr(fmt.Errorf("annotating the Service: %w", err))
 				} else {
