@@ -144,14 +144,16 @@ func TestWatcherDrivesTheLabEdge(t *testing.T) {
 		if err := l.WriteEdgeConfig(1, append(bytes.Clone(applied), []byte("# drift\n")...)); err != nil {
 			t.Fatal(err)
 		}
-		deadline := time.Now().Add(60 * time.Second)
+		// a drift check, then the push (after a resync that may be in flight): 10 s on a
+		// quiet machine, over a minute on a loaded one
+		deadline := time.Now().Add(3 * time.Minute)
 		for {
 			got, _, err := l.EdgeConfig(1)
 			if err == nil && bytes.Equal(got, applied) {
 				break
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("hand edit not reverted within 60s; pushes %d → %d", before, len(w.pushes()))
+				t.Fatalf("hand edit not reverted within 3m; pushes %d → %d", before, len(w.pushes()))
 			}
 			time.Sleep(200 * time.Millisecond)
 		}
