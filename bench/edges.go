@@ -534,7 +534,7 @@ func latencyMarkdown(b *strings.Builder, rows []*LatencyRow) {
 	b.WriteString("The real watcher against a real kube-apiserver; the lab's edge hosts (each its own namespace with sshd and " +
 		"HAProxy master-worker, all binding the Service's address on lo) reached by ansible-playbook over SSH with " +
 		"pinned host keys. An event flips node n3 NotReady or Ready through the /status subresource; it is done when " +
-		"the running HAProxy of every edge host lists the new servers in its stats socket (so the new worker answers). " +
+		"the running HAProxy of every edge host serves the new weights, read from its stats socket (n3 drained to weight 0 or back: the runtime API, no reload). " +
 		"One second between events.\n\n")
 	b.WriteString("| edge hosts | coalesce window | events | p50 | p95 | max | mean playbook run | target |\n")
 	b.WriteString("| ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |\n")
