@@ -2,6 +2,7 @@ package lab
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -127,6 +128,21 @@ func (l *Lab) ServersState(ctx context.Context, i int) ([]ServerState, error) {
 		states = append(states, ServerState{Backend: f[1], Server: f[3], Addr: f[4], OpState: op, Weight: w})
 	}
 	return states, nil
+}
+
+// DrainedLines counts the server lines of node in a haproxy.cfg, and how many of them carry
+// weight 0 (the role drains a NotReady node so).
+func DrainedLines(cfg []byte, node string) (lines, drained int) {
+	prefix := []byte("    server " + node + " ")
+	for _, line := range bytes.Split(cfg, []byte("\n")) {
+		if bytes.HasPrefix(line, prefix) {
+			lines++
+			if bytes.Contains(line, []byte(" weight 0 ")) {
+				drained++
+			}
+		}
+	}
+	return lines, drained
 }
 
 // EdgeConfig is edge i's haproxy.cfg: its bytes and its file info (for mtime checks).

@@ -397,3 +397,28 @@ func waitListening(ctx context.Context, t *testing.T, l *Lab, ns string, addr ne
 	}
 	t.Fatalf("nothing listens on %s in %s", addr, ns)
 }
+
+func TestDrainedLines(t *testing.T) {
+	cfg := []byte(`backend demo-ftp_ctrl
+    server n1 10.0.0.1:30021 id 1 check
+    server n2 10.0.0.2:30021 id 2 weight 0 check
+    server n20 10.0.0.20:30021 id 20 check
+backend demo-ftp_pasv
+    server n1 10.0.0.1:+11000 id 1 track demo-ftp_ctrl/n1
+    server n2 10.0.0.2:+11000 id 2 weight 0 track demo-ftp_ctrl/n2
+    server n20 10.0.0.20:+11000 id 20 weight 10 track demo-ftp_ctrl/n20
+`)
+	for _, tc := range []struct {
+		node           string
+		lines, drained int
+	}{
+		{"n1", 2, 0},
+		{"n2", 2, 2},
+		{"n20", 2, 0}, // weight 10 is not weight 0; n2 is not a prefix of n20
+		{"n3", 0, 0},
+	} {
+		if l, d := DrainedLines(cfg, tc.node); l != tc.lines || d != tc.drained {
+			t.Errorf("DrainedLines(%s) = %d, %d; want %d, %d", tc.node, l, d, tc.lines, tc.drained)
+		}
+	}
+}

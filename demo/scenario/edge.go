@@ -32,17 +32,9 @@ type Served struct {
 }
 
 func (s Served) String() string {
-	names := make([]string, len(s.Nodes))
-	for i, k := range s.Nodes {
-		names[i] = NodeName(k)
-	}
-	out := fmt.Sprintf("%s on [%s]", s.Service, strings.Join(names, " "))
+	out := fmt.Sprintf("%s on [%s]", s.Service, strings.Join(nodeNames(s.Nodes), " "))
 	if len(s.Drained) > 0 {
-		drained := make([]string, len(s.Drained))
-		for i, k := range s.Drained {
-			drained[i] = NodeName(k)
-		}
-		out += fmt.Sprintf(" drained [%s]", strings.Join(drained, " "))
+		out += fmt.Sprintf(" drained [%s]", strings.Join(nodeNames(s.Drained), " "))
 	}
 	if s.PassiveMin != 0 {
 		out += fmt.Sprintf(" passive %d-%d", s.PassiveMin, s.PassiveMax)

@@ -207,18 +207,10 @@ func TestEndToEnd(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		prefix := "    server " + scenario.NodeName(plan.NotReady) + " "
-		lines := 0
-		for _, line := range strings.Split(string(cfg), "\n") {
-			if strings.HasPrefix(line, prefix) {
-				lines++
-				if !strings.Contains(line, " weight 0 ") {
-					t.Errorf("haproxy.cfg line not drained: %s", line)
-				}
-			}
-		}
-		if lines != 2 {
-			t.Errorf("haproxy.cfg has %d server lines of %s, want 2 (control and passive)", lines, scenario.NodeName(plan.NotReady))
+		// its control and passive server lines, both at weight 0
+		if lines, drained := lab.DrainedLines(cfg, scenario.NodeName(plan.NotReady)); lines != 2 || drained != 2 {
+			t.Errorf("haproxy.cfg has %d server lines of %s, %d at weight 0; want 2 and 2:\n%s",
+				lines, scenario.NodeName(plan.NotReady), drained, cfg)
 		}
 	})
 

@@ -882,15 +882,6 @@ func firstDiff(want, got []byte) string {
 // drainedIn reports whether cfg keeps node as a drained server: it has server lines for it,
 // and every one of them has weight 0.
 func drainedIn(cfg []byte, node string) bool {
-	prefix := []byte("    server " + node + " ")
-	n := 0
-	for _, line := range bytes.Split(cfg, []byte("\n")) {
-		if bytes.HasPrefix(line, prefix) {
-			if !bytes.Contains(line, []byte(" weight 0 ")) {
-				return false
-			}
-			n++
-		}
-	}
-	return n > 0
+	lines, drained := lab.DrainedLines(cfg, node)
+	return lines > 0 && drained == lines
 }

@@ -620,11 +620,5 @@ func (c *Controller) observeState(state desired.State, warnings []desired.Warnin
 	}
 	c.metrics.Services.WithLabelValues("served").Set(float64(len(state.Services)))
 	c.metrics.Services.WithLabelValues("skipped").Set(float64(len(skipped)))
-	serving := 0
-	for _, n := range state.Nodes {
-		if !n.Drain {
-			serving++
-		}
-	}
-	c.metrics.EligibleNodes.Set(float64(serving))
+	c.metrics.EligibleNodes.Set(float64(desired.Serving(state.Nodes, nil)))
 }

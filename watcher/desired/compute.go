@@ -137,10 +137,10 @@ func Compute(in Input, opts Options) (State, []Warning) {
 	for i, c := range kept {
 		s := c.out
 		s.ID = ids[i]
-		servers := serving(nodes, nil)
+		servers := Serving(nodes, nil)
 		if c.local {
 			s.NodeNames = localNodeNames(byName, ready[c.key])
-			servers = serving(nodes, s.NodeNames)
+			servers = Serving(nodes, s.NodeNames)
 		}
 		if servers == 0 {
 			// Still served, with an empty backend: the edge binds the ports and refuses
@@ -280,8 +280,9 @@ func readyNodes(slices []*discoveryv1.EndpointSlice) map[string]map[string]bool 
 	return out
 }
 
-// serving counts the nodes of names (all of nodes when names is nil) that are not drained.
-func serving(nodes []Node, names []string) int {
+// Serving counts the nodes of names (all of nodes when names is nil) that are not drained:
+// those that take new clients.
+func Serving(nodes []Node, names []string) int {
 	in := make(map[string]bool, len(names))
 	for _, n := range names {
 		in[n] = true

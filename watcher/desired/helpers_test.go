@@ -43,9 +43,10 @@ func nodeLabel(k, v string) func(*corev1.Node) {
 	}
 }
 
-// wantNode is a node as the contract shows it; its id follows the documented formula.
+// drained is n as a NotReady node appears in the contract.
 func drained(n Node) Node { n.Drain = true; return n }
 
+// wantNode is a node as the contract shows it; its id follows the documented formula.
 func wantNode(name, ip string) Node {
 	h := fnv.New32a()
 	h.Write([]byte(name))
